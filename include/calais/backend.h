@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/**
+ * @file backend.h
+ * @brief The transport backend interface: a table of functions a backend fills in, and
+ * the core helpers a backend calls to report readers and card events.
+ *
+ * Built-in backends (sim, ccid, serial, pcsc...) and third-party ones registered with
+ * calais_backend_register() use the same table. The model is libusb's usbi_os_backend
+ * with SQLite's versioned, run-time registered tables: members are only ever appended,
+ * and @c abi_version says how many a table has.
+ *
+ * Threads and locks, once for every member below:
+ * - The core owns one "I/O lock" per reader. Every per-reader call (power_on, power_off,
+ *   set_protocol, transmit, control, get_attrib, set_attrib, slot_status, close) is made
+ *   with that reader's I/O lock held, so calls for one reader never overlap; calls for
+ *   different readers may run at the same time on different threads.
+ * - No other library lock is held during a backend call, so a backend may call any
+ *   calais_reader_* helper from inside one (they never wait for I/O).
+ * - Calls come from the application thread that made the PC/SC call, or from the core's
+ *   worker thread (power-up at insertion, idle power-down, presence polling, close).
+ * - Every member returns a PC/SC code (SCARD_S_SUCCESS, SCARD_E_*, SCARD_W_*). Use the
+ *   precise one: SCARD_E_NO_SMARTCARD / SCARD_W_REMOVED_CARD when the card is gone,
+ *   SCARD_E_READER_UNAVAILABLE when the device is gone, SCARD_W_UNRESPONSIVE_CARD for a
+ *   mute card, SCARD_F_COMM_ERROR for a transport failure, SCARD_E_TIMEOUT for a
+ *   timeout. Log the native cause (errno, libusb code) through calais_backend_log().
+ */
+#ifndef CALAIS_BACKEND_H
+#define CALAIS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include "pcsc/pcsclite.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef CALAIS_API
+#define CALAIS_API
+#endif
+
+/** A reader slot. Owned by the core; a backend reaches its own part with
+ *  calais_reader_priv(). */
+typedef struct calais_reader calais_reader;
+/** A running backend. Owned by the core; private part via calais_backend_priv(). */
+typedef struct calais_backend_instance calais_backend_instance;
+
+/** A part 10 feature a reader offers: the core answers CM_IOCTL_GET_FEATURE_REQUEST
+ *  from these, and the application then calls SCardControl(control_code). */
+struct calais_feature {
+	uint8_t tag;            /**< FEATURE_VERIFY_PIN_DIRECT, ... (reader.h) */
+	uint32_t control_code;  /**< the code SCardControl() is called with */
+};
+
+/** @name Reader flags (calais_reader_desc.flags) @{ */
+/** The transport cannot signal card movement: the core polls slot_status(). */
+#define CALAIS_READER_POLL_PRESENCE 0x0001u
+/** @} */
+
+/**
+ * @brief What a backend says about a new reader slot (calais_reader_new()).
+ * Strings are copied.
+ */
+struct calais_reader_desc {
+	/** Base name, e.g. "Gemalto PC Twin Reader"; mandatory. The core builds the PC/SC
+	 *  name "<name> [<interface>] (<serial>) XX YY" from it. */
+	const char *name;
+	/** USB interface string or similar; optional (NULL). */
+	const char *interface_name;
+	/** Serial number; optional (NULL). Left out of the name when interface_name
+	 *  already contains it, as pcsc-lite does. */
+	const char *serial;
+	/** SCARD_ATTR_VENDOR_NAME; optional. */
+	const char *vendor;
+	/** SCARD_ATTR_VENDOR_IFD_VERSION (0xMMmmbbbb); optional. */
+	uint32_t ifd_version;
+	/** SCARD_ATTR_CHANNEL_ID (0xDDDDCCCC: type, channel; 0x0020xxxx for USB). */
+	uint32_t channel_id;
+	/** SCARD_ATTR_MAXINPUT: largest command the reader accepts; 0: 261 (short APDU). */
+	uint32_t max_input;
+	/** Slot number: the YY of the name. */
+	uint32_t slot;
+	/** CALAIS_READER_* flags. */
+	uint32_t flags;
+	/** SCARD_PROTOCOL_* bits the reader can run; 0: T0|T1. */
+	uint32_t protocols;
+	/** Part 10 features; may be NULL when n_features is 0. Copied. */
+	const struct calais_feature *features;
+	size_t n_features;
+};
+
+/** @name Backend capability bits (calais_backend.caps): informative, for logs and
+ *  calais-scan. @{ */
+#define CALAIS_BACKEND_CAP_HOTPLUG   0x0001u /**< reports reader arrival and removal */
+#define CALAIS_BACKEND_CAP_CARD_EVENTS 0x0002u /**< pushes card insertion and removal */
+#define CALAIS_BACKEND_CAP_EXTENDED  0x0004u /**< extended APDUs */
+#define CALAIS_BACKEND_CAP_PINPAD    0x0008u /**< part 10 PIN features */
+/** @} */
+
+/**
+ * @brief A transport backend: the table every backend fills in.
+ *
+ * Declare it `static const`, with designated initialisers.
+ */
+struct calais_backend {
+	/** CALAIS_BACKEND_ABI_VERSION at the time the table was written. Mandatory. */
+	int abi_version;
+	/** Short lowercase name ("sim", "ccid"): used in CALAIS_BACKENDS and in logs.
+	 *  Mandatory; unique among registered backends. */
+	const char *name;
+	/** CALAIS_BACKEND_CAP_* bits. */
+	uint32_t caps;
+	/** Bytes the core allocates, zeroed, for calais_backend_priv(). */
+	size_t instance_priv_size;
+	/** Bytes the core allocates, zeroed, for each reader's calais_reader_priv(). */
+	size_t reader_priv_size;
+
+	/**
+	 * Starts the backend. Mandatory.
+	 * Called once, by the thread that starts the manager (calais_start(), the first
+	 * SCardEstablishContext(), or calais_backend_register() on a running manager),
+	 * with no library lock held. Reports the readers present now (calais_reader_new()
+	 * then calais_reader_publish()) and starts whatever thread or event source it
+	 * needs to report later arrivals, removals and card events.
+	 * @returns SCARD_S_SUCCESS; any error disables this backend only (it is logged).
+	 * A backend that cannot reach its transport yet (service down, no device) should
+	 * return success, log once and retry on its own.
+	 */
+	LONG (*init)(calais_backend_instance *bi);
+
+	/**
+	 * Stops reporting. Optional.
+	 * Called once at shutdown (or when the backend is unregistered), before any of its
+	 * readers is closed, with no library lock held, from the thread calling
+	 * calais_shutdown(). Stops the backend's threads; after it returns the backend
+	 * must not call calais_reader_new/publish/card_event/remove any more.
+	 */
+	void (*stop)(calais_backend_instance *bi);
+
+	/**
+	 * Frees what init() set up. Optional.
+	 * Called once, after stop() and after close() of every reader of this backend.
+	 */
+	void (*exit)(calais_backend_instance *bi);
+
+	/**
+	 * Releases one reader's resources. Optional.
+	 * Called once per published reader, after the backend reported its removal or at
+	 * shutdown, with the reader's I/O lock held, from the core's worker thread or the
+	 * shutdown thread. No other call for this reader follows; its private data is
+	 * freed by the core when the last handle on it is gone.
+	 */
+	void (*close)(calais_reader *r);
+
+	/**
+	 * Powers the card up (cold reset) or resets it (warm reset). Mandatory.
+	 * @param warm true for a warm reset of a powered card.
+	 * @param atr receives the ATR; room for MAX_ATR_SIZE bytes.
+	 * @param atr_len receives the ATR length.
+	 * @returns SCARD_S_SUCCESS; SCARD_E_NO_SMARTCARD (no card);
+	 *  SCARD_W_UNRESPONSIVE_CARD (no ATR); SCARD_E_READER_UNAVAILABLE (device gone);
+	 *  SCARD_F_COMM_ERROR.
+	 */
+	LONG (*power_on)(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_len);
+
+	/**
+	 * Powers the card down. Optional (absent: the core only records it).
+	 * @returns SCARD_S_SUCCESS, or as power_on().
+	 */
+	LONG (*power_off)(calais_reader *r);
+
+	/**
+	 * Selects the protocol for the powered card: PPS and parameters as needed.
+	 * Optional: absent means the reader negotiates by itself (APDU-level readers).
+	 * Called once after each power-up, at the first SCardConnect() that is not DIRECT.
+	 * @param protocol SCARD_PROTOCOL_T0 or SCARD_PROTOCOL_T1, chosen by the core from
+	 *  the ATR and the application's preferred protocols.
+	 * @returns SCARD_S_SUCCESS; SCARD_E_PROTO_MISMATCH (the reader cannot run it);
+	 *  SCARD_W_UNRESPONSIVE_CARD (PPS failed).
+	 */
+	LONG (*set_protocol)(calais_reader *r, uint32_t protocol);
+
+	/**
+	 * Exchanges one command and response with the card. Mandatory.
+	 * @param protocol the active protocol (SCARD_PROTOCOL_T0/T1/RAW).
+	 * @param tx the command (an APDU; raw bytes for RAW), tx_len bytes.
+	 * @param rx receives the response; *rx_len is its capacity on entry and the
+	 *  response length on return.
+	 * @param timeout_ms the longest the core lets the exchange take, 0 for the
+	 *  transport's own protocol timeouts.
+	 * @returns SCARD_S_SUCCESS; SCARD_E_INSUFFICIENT_BUFFER (response longer than
+	 *  *rx_len; set *rx_len to the length needed when known); SCARD_W_REMOVED_CARD or
+	 *  SCARD_E_NO_SMARTCARD; SCARD_E_READER_UNAVAILABLE; SCARD_F_COMM_ERROR;
+	 *  SCARD_E_TIMEOUT; SCARD_E_CANCELLED after cancel().
+	 */
+	LONG (*transmit)(calais_reader *r, uint32_t protocol, const uint8_t *tx, size_t tx_len,
+	                 uint8_t *rx, size_t *rx_len, uint32_t timeout_ms);
+
+	/**
+	 * Reader control (escape, PIN pad). Optional (absent: SCARD_E_UNSUPPORTED_FEATURE).
+	 * CM_IOCTL_GET_FEATURE_REQUEST never reaches it: the core answers it from
+	 * calais_reader_desc.features. Works without a card (DIRECT connections).
+	 * @param out receives the answer; @p out_cap bytes of room.
+	 * @param out_len receives the answer's length.
+	 * @returns SCARD_S_SUCCESS; SCARD_E_UNSUPPORTED_FEATURE (unknown code);
+	 *  SCARD_E_INSUFFICIENT_BUFFER (set *out_len to the length needed);
+	 *  SCARD_E_INVALID_PARAMETER (malformed input); as transmit().
+	 */
+	LONG (*control)(calais_reader *r, uint32_t code, const uint8_t *in, size_t in_len,
+	                uint8_t *out, size_t out_cap, size_t *out_len);
+
+	/**
+	 * Reads an attribute the core does not answer itself. Optional.
+	 * @param buf receives the value; *len is its capacity on entry (at least 264 bytes)
+	 *  and the value's length on return.
+	 * @returns SCARD_S_SUCCESS; SCARD_E_UNSUPPORTED_FEATURE (unknown attribute);
+	 *  SCARD_E_INSUFFICIENT_BUFFER.
+	 */
+	LONG (*get_attrib)(calais_reader *r, uint32_t id, uint8_t *buf, size_t *len);
+
+	/**
+	 * Writes an attribute. Optional (absent: SCARD_E_UNSUPPORTED_FEATURE).
+	 * @returns SCARD_S_SUCCESS; SCARD_E_UNSUPPORTED_FEATURE; SCARD_E_INVALID_VALUE.
+	 */
+	LONG (*set_attrib)(calais_reader *r, uint32_t id, const uint8_t *buf, size_t len);
+
+	/**
+	 * Reports whether a card is present. Mandatory for readers published with
+	 * CALAIS_READER_POLL_PRESENCE (the core's worker calls it every poll interval);
+	 * optional otherwise.
+	 * @returns SCARD_S_SUCCESS with *present set; SCARD_E_READER_UNAVAILABLE when the
+	 *  device is gone (the core then removes the reader).
+	 */
+	LONG (*slot_status)(calais_reader *r, bool *present);
+
+	/**
+	 * Makes a call in progress on @p r return SCARD_E_CANCELLED soon. Optional.
+	 * Called WITHOUT the reader's I/O lock (another thread holds it, inside a call), at
+	 * shutdown and when the reader is removed. Must not block.
+	 */
+	void (*cancel)(calais_reader *r);
+};
+
+/**
+ * @brief Registers a third-party backend and enables it.
+ *
+ * On a running manager the backend starts at once (its init() is called before this
+ * returns); otherwise at the next start. @p backend must stay valid until
+ * calais_shutdown() returns.
+ * @returns SCARD_S_SUCCESS; SCARD_E_INVALID_PARAMETER (NULL, missing mandatory member,
+ *  abi_version newer than this library); SCARD_E_DUPLICATE_READER (name taken);
+ *  SCARD_E_NO_MEMORY.
+ */
+CALAIS_API LONG calais_backend_register(const struct calais_backend *backend);
+
+/** The backend's private block (instance_priv_size bytes, zeroed at start). */
+CALAIS_API void *calais_backend_priv(calais_backend_instance *bi);
+
+/** Logs a line under the backend's name. Thread-safe, callable from any thread. */
+CALAIS_API void calais_backend_log(calais_backend_instance *bi, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+	__attribute__((format(printf, 3, 4)))
+#endif
+	;
+
+/**
+ * @brief Creates a reader slot, not yet visible to applications.
+ *
+ * Fill calais_reader_priv() next, then call calais_reader_publish() (or
+ * calais_reader_discard() to give up). Any thread.
+ * @returns SCARD_S_SUCCESS; SCARD_E_INVALID_PARAMETER (no name);
+ *  SCARD_E_NO_MEMORY.
+ */
+CALAIS_API LONG calais_reader_new(calais_backend_instance *bi,
+                                  const struct calais_reader_desc *desc,
+                                  calais_reader **out);
+
+/** Frees a reader that was never published. */
+CALAIS_API void calais_reader_discard(calais_reader *r);
+
+/**
+ * @brief Makes the reader visible: it gets its unique name, is listed, and
+ * `\\?PnP?\Notification` waiters are woken.
+ * @param card_present whether a card is in the slot now (the core powers it up to
+ *  read its ATR, then reports it).
+ * @returns SCARD_S_SUCCESS, or SCARD_E_NO_MEMORY (the reader was discarded).
+ */
+CALAIS_API LONG calais_reader_publish(calais_reader *r, bool card_present);
+
+/**
+ * @brief Reports a card insertion (present = true) or removal. Any thread, never blocks
+ * on I/O. Repeating the current state is harmless. An insertion is reported to
+ * applications once the core has read the card's ATR.
+ */
+CALAIS_API void calais_reader_card_event(calais_reader *r, bool present);
+
+/**
+ * @brief Reports that the reader is gone (unplugged). Any thread.
+ * Applications see it disappear at once; the core then calls close() from its worker.
+ * The backend must not use @p r after close() returns.
+ */
+CALAIS_API void calais_reader_remove(calais_reader *r);
+
+/** The reader's private block (reader_priv_size bytes, zeroed). */
+CALAIS_API void *calais_reader_priv(calais_reader *r);
+/** The backend instance the reader belongs to. */
+CALAIS_API calais_backend_instance *calais_reader_backend(calais_reader *r);
+/** The reader's PC/SC name (NULL before publish). Valid until close() returns. */
+CALAIS_API const char *calais_reader_name(calais_reader *r);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CALAIS_BACKEND_H */

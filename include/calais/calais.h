@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/**
+ * @file calais.h
+ * @brief Calais native API: configuration, logging and life cycle of the in-process
+ * smart card resource manager.
+ *
+ * The PC/SC API (`<winscard.h>`) is the main interface; this header only adds what PC/SC
+ * has no words for. A program that never includes it still works: the manager starts on
+ * the first SCardEstablishContext() with defaults read from the environment.
+ */
+#ifndef CALAIS_CALAIS_H
+#define CALAIS_CALAIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/* The PC/SC codes (SCARD_S_SUCCESS, SCARD_E_*) are the library's one error vocabulary,
+ * so the native API returns them as the PC/SC LONG too. */
+#include "pcsc/pcsclite.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef CALAIS_API
+#define CALAIS_API
+#endif
+
+/** @name Version
+ * Checkable at compile time with the macros and at run time with calais_version().
+ * @{ */
+#define CALAIS_VERSION_MAJOR 0
+#define CALAIS_VERSION_MINOR 1
+#define CALAIS_VERSION_PATCH 0
+#define CALAIS_MAKE_VERSION(mj, mn, p) (((mj) << 24) | ((mn) << 8) | (p))
+#define CALAIS_VERSION \
+	CALAIS_MAKE_VERSION(CALAIS_VERSION_MAJOR, CALAIS_VERSION_MINOR, CALAIS_VERSION_PATCH)
+#define CALAIS_VERSION_STR "0.1.0"
+/** Version of the backend table layout (struct calais_backend). */
+#define CALAIS_BACKEND_ABI_VERSION 1
+/** @} */
+
+/** The library's run-time version as CALAIS_MAKE_VERSION() computes it. */
+CALAIS_API uint32_t calais_version(void);
+/** The library's run-time version as a string, e.g. "0.1.0". */
+CALAIS_API const char *calais_version_str(void);
+
+/** Log levels, from quietest to most verbose. */
+enum calais_log_level {
+	CALAIS_LOG_NONE = 0,
+	CALAIS_LOG_ERROR = 1,
+	CALAIS_LOG_WARNING = 2,
+	CALAIS_LOG_INFO = 3,
+	CALAIS_LOG_DEBUG = 4,
+};
+
+/**
+ * @brief Receives one formatted log line (no trailing newline).
+ *
+ * Called from whichever thread logged, possibly while the library holds an internal
+ * lock: it must return quickly and must not call back into the library. @p domain is
+ * the module ("core", "sim", a backend's name).
+ */
+typedef void (*calais_log_cb)(enum calais_log_level level, const char *domain,
+                              const char *message, void *user);
+
+/**
+ * @brief Manager configuration for calais_start().
+ *
+ * Zero-initialise it (or use calais_config_init()) and set what you need: a zero field
+ * means "the default". Strings are copied by calais_start().
+ */
+struct calais_config {
+	/** Comma-separated backend names ("sim,ccid"); NULL: $CALAIS_BACKENDS, else every
+	 *  built backend that needs no declaration (the simulated one excluded). */
+	const char *backends;
+	/** Log level; CALAIS_LOG_NONE with log_level_set false: $CALAIS_LOG, else none. */
+	enum calais_log_level log_level;
+	/** true when log_level above is meant (so CALAIS_LOG_NONE can be asked for). */
+	bool log_level_set;
+	/** Log sink; NULL: lines go to stderr, and only when a level was raised. */
+	calais_log_cb log_cb;
+	void *log_user;
+	/** Interval for backends that must poll card presence, in ms; 0: 400 ms. */
+	uint32_t poll_interval_ms;
+	/** Idle powered cards are powered down after this delay, in ms; 0: 5000 ms;
+	 *  UINT32_MAX: never. */
+	uint32_t power_down_delay_ms;
+	/** A transaction idle for this long (no card operation) is ended and the card reset,
+	 *  as Windows does after 5 s; 0: never (pcsc-lite's behaviour). */
+	uint32_t transaction_timeout_ms;
+	/** Show APDU bodies in debug logs. Off by default: APDUs carry PINs and keys. */
+	bool trace_apdu_data;
+};
+
+/** Fills @p cfg with the defaults (all zero). */
+CALAIS_API void calais_config_init(struct calais_config *cfg);
+
+/**
+ * @brief Starts the manager with an explicit configuration.
+ *
+ * Optional: without it, the first SCardEstablishContext() starts the manager with the
+ * defaults and the environment (CALAIS_BACKENDS, CALAIS_LOG, per-backend variables).
+ * Environment variables are not read for a field that @p cfg sets.
+ * @param cfg the configuration, or NULL for the defaults.
+ * @returns SCARD_S_SUCCESS; SCARD_E_INVALID_VALUE when already started or a backend
+ *  name is unknown; SCARD_E_NO_MEMORY. (The return type is the PC/SC LONG.)
+ * Thread-safe.
+ */
+CALAIS_API LONG calais_start(const struct calais_config *cfg);
+
+/**
+ * @brief Stops every thread, closes every reader and frees all memory.
+ *
+ * Every context and card handle becomes invalid (calls on them return
+ * SCARD_E_INVALID_HANDLE); waiting calls return SCARD_E_CANCELLED. The manager may be
+ * started again afterwards. Must not be called from a log callback or backend callback.
+ */
+CALAIS_API void calais_shutdown(void);
+
+/** true while the manager runs (started explicitly or lazily). */
+CALAIS_API bool calais_is_running(void);
+
+/**
+ * @brief Sets the log level and sink at run time.
+ * @param cb the sink, or NULL for stderr.
+ */
+CALAIS_API void calais_log_set(enum calais_log_level level, calais_log_cb cb, void *user);
+
+#ifdef __cplusplus
+}
+#endif
+
+#include "backend.h"
+#include "sim.h"
+
+#endif /* CALAIS_CALAIS_H */

@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The core's one internal header: the real structures behind the opaque handles, the
+ * manager, lock order, logging macros and helpers shared between core files. Backends
+ * include it (for logging and threads) but reach the core only through backend.h. */
+#ifndef CALAIS_INTERNAL_H
+#define CALAIS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "calais/calais.h"
+#include "calais/pcsc/winscard.h"
+#include "calais/pcsc/reader.h"
+#include "platform/threads.h"
+
+#define CALAIS__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- logging ---------------------------------------------------------------- */
+
+/* One logging path: every line goes through calais__log(), which formats into a fixed
+ * buffer and hands it to the user's callback or stderr. */
+void calais__log(int level, const char *domain, const char *fmt, ...)
+#if defined(__GNUC__)
+	__attribute__((format(printf, 3, 4)))
+#endif
+	;
+/* Current level, read without a lock so disabled levels cost one load. */
+extern volatile int calais__log_level;
+bool calais__log_trace_apdu(void);
+void calais__log_init_from_env(void);
+/* Hex dump of an APDU for debug logs: only the header (CLA INS P1 P2 and the length
+ * byte) unless trace_apdu_data is set, since bodies carry PINs and keys. */
+void calais__log_apdu(const char *domain, const char *what, const uint8_t *buf, size_t len);
+
+#define calais__err(...)                                                            \
+	do {                                                                        \
+		if (calais__log_level >= CALAIS_LOG_ERROR)                          \
+			calais__log(CALAIS_LOG_ERROR, "core", __VA_ARGS__);         \
+	} while (0)
+#define calais__warn(...)                                                           \
+	do {                                                                        \
+		if (calais__log_level >= CALAIS_LOG_WARNING)                        \
+			calais__log(CALAIS_LOG_WARNING, "core", __VA_ARGS__);       \
+	} while (0)
+#define calais__info(...)                                                           \
+	do {                                                                        \
+		if (calais__log_level >= CALAIS_LOG_INFO)                           \
+			calais__log(CALAIS_LOG_INFO, "core", __VA_ARGS__);          \
+	} while (0)
+#define calais__dbg(...)                                                            \
+	do {                                                                        \
+		if (calais__log_level >= CALAIS_LOG_DEBUG)                          \
+			calais__log(CALAIS_LOG_DEBUG, "core", __VA_ARGS__);         \
+	} while (0)
+
+/* ---- errors ---------------------------------------------------------------------- */
+
+/* Symbolic name of a PC/SC code ("SCARD_E_TIMEOUT"), or NULL (lib/error.c). */
+const char *calais__error_name(LONG rv);
+
+/* ---- ATR -------------------------------------------------------------------------- */
+
+/* What the core needs from an ATR to choose a protocol (lib/atr.c). */
+struct calais__atr_info {
+	uint32_t protocols;      /* SCARD_PROTOCOL_T0/T1 bits offered */
+	uint32_t default_proto;  /* the first offered protocol (T=0 when none is named) */
+	bool specific;           /* TA2 present: specific mode, no PPS */
+	uint32_t specific_proto; /* the protocol TA2 names */
+};
+LONG calais__atr_protocols(const uint8_t *atr, size_t len, struct calais__atr_info *out);
+
+/* ---- objects ---------------------------------------------------------------------- */
+
+struct calais_handle;
+struct calais_context;
+
+struct calais_backend_instance {
+	const struct calais_backend *be;
+	struct calais_backend_instance *next; /* manager list; guarded by start_lock */
+	bool configured; /* listed by the configuration, not started on demand */
+	bool started;    /* init() succeeded */
+	void *priv;
+};
+
+/* Card state of a slot, guarded by the manager lock. */
+enum calais__card {
+	CALAIS__CARD_ABSENT,
+	CALAIS__CARD_INSERTED,  /* reported by the backend; power-up pending, not yet shown */
+	CALAIS__CARD_POWERED,
+	CALAIS__CARD_UNPOWERED, /* present, powered down while idle (ATR kept) */
+	CALAIS__CARD_MUTE,      /* present, no answer to reset */
+};
+
+/*
+ * A reader slot.
+ *
+ * Locks (the order is fixed: start_lock, then a reader's io_lock, then mgr.lock; only
+ * one io_lock at a time):
+ * - io_lock serialises backend calls for this reader; taken without mgr.lock held.
+ * - Every other field is guarded by mgr.lock, except those set before publish and
+ *   never changed (desc fields, names, bi, priv).
+ */
+struct calais_reader {
+	struct calais_reader *next;      /* published list; mgr.lock */
+	struct calais_reader *dead_next; /* removed, waiting for close(); mgr.lock */
+	calais_backend_instance *bi;
+	unsigned refs; /* mgr.lock: the list, each handle, each call in progress */
+	bool published, removed, closed, close_queued;
+
+	/* Identity, fixed at publish. */
+	char *base;    /* "<name> [<interface>] (<serial>)" */
+	char *name;    /* full PC/SC name, with " XX YY" */
+	unsigned index; /* XX */
+	char *vendor;
+	uint32_t ifd_version, channel_id, max_input, slot, flags, protocols;
+	struct calais_feature *features;
+	size_t n_features;
+
+	/* Card state (mgr.lock). */
+	enum calais__card card;
+	bool backend_present;   /* last presence the backend reported */
+	bool power_up_pending;  /* the worker must power the card up to read its ATR */
+	uint8_t atr[MAX_ATR_SIZE];
+	size_t atr_len;
+	uint32_t protocol;       /* negotiated protocol; 0 until the first connect */
+	uint16_t event_counter;  /* card events, upper 16 bits of dwEventState */
+	int sharing;             /* -1 exclusive, else number of connections */
+	unsigned n_handles;
+	struct calais_handle *handles; /* handles connected to this reader */
+	struct calais_handle *tx_owner;
+	unsigned tx_depth;
+	uint64_t tx_last_use_ms;  /* for the idle-transaction timeout */
+	uint64_t power_down_at_ms; /* 0: no power-down scheduled */
+	uint64_t next_poll_ms;
+	calais__cond_t lock_cond; /* waits for a transaction (or I/O) to end; mgr.lock */
+
+	calais__mutex_t io_lock;
+	unsigned io_busy; /* mgr.lock: calls between io lock and unlock, for shutdown */
+
+	void *priv;
+};
+
+/* Pending card event for a handle, reported until SCardReconnect(). */
+enum { CALAIS__EV_NONE = 0, CALAIS__EV_RESET, CALAIS__EV_REMOVED };
+
+struct calais_handle {
+	SCARDHANDLE id;
+	struct calais_handle *hash_next;
+	struct calais_context *ctx;
+	struct calais_handle *ctx_next;
+	struct calais_reader *reader;
+	struct calais_handle *r_prev, *r_next;
+	DWORD share;
+	DWORD protocol; /* the protocol this handle sees as active */
+	int pending;
+	bool dead;
+	unsigned refs; /* calls in progress */
+};
+
+struct calais_context {
+	SCARDCONTEXT id;
+	struct calais_context *hash_next;
+	struct calais_handle *handles;
+	uint32_t cancel_gen; /* bumped by SCardCancel(); waiters compare */
+	unsigned waiters;
+	bool dead;
+	unsigned refs;
+};
+
+#define CALAIS__HASH_SIZE 1024u
+
+/*
+ * The manager: one per process.
+ *
+ * Lock order: start_lock (start, shutdown, backend registration) → a reader's io_lock →
+ * lock. Waiters sleep on the condition variables with `lock` held. User callbacks (log)
+ * may run with `lock` held and must not call back into the library.
+ */
+struct calais__manager {
+	calais__mutex_t lock;
+	calais__cond_t state_cond;  /* any change a SCardGetStatusChange waiter may want */
+	calais__cond_t worker_cond; /* work for the worker thread */
+	calais__cond_t drain_cond;  /* active_calls reached zero */
+
+	bool running;  /* lock */
+	bool stopping; /* lock: shutdown in progress; calls bail out */
+	unsigned active_calls;
+
+	struct calais_config cfg;
+	char *cfg_backends;
+
+	calais_backend_instance *backends; /* start_lock */
+
+	struct calais_reader *readers; /* published, not removed */
+	unsigned n_readers;
+	struct calais_reader *dead_readers; /* removed, close() pending */
+	uint16_t pnp_counter;
+
+	struct calais_context *ctx_hash[CALAIS__HASH_SIZE];
+	struct calais_handle *handle_hash[CALAIS__HASH_SIZE];
+	uint64_t rng;
+
+	calais__thread_t worker;
+	bool worker_running;
+	bool worker_wake;
+	bool have_polling;
+};
+
+extern struct calais__manager calais__mgr;
+
+/* lib/manager.c */
+LONG calais__ensure_started(void);
+uint32_t calais__random32(void); /* mgr.lock held */
+void calais__worker_kick(void);  /* mgr.lock held */
+calais_backend_instance *calais__backend_activate(const struct calais_backend *be);
+bool calais__backend_configured(calais_backend_instance *bi);
+const char *calais__getenv(const char *name);
+
+/* lib/reader.c */
+void calais__reader_unref(struct calais_reader *r); /* mgr.lock held */
+struct calais_reader *calais__reader_find(const char *name); /* mgr.lock held */
+/* Worker jobs: power-ups, power-downs, polling, transaction timeouts, closes. Returns
+ * the next deadline (ms) or UINT64_MAX. Called with mgr.lock held; drops it. */
+uint64_t calais__reader_work(uint64_t now);
+/* Powers the card up with the reader's io_lock held (and mgr.lock not held); updates the
+ * card state and publishes the insertion. */
+LONG calais__reader_power_up(struct calais_reader *r);
+void calais__reader_close_all(void);
+void calais__reader_flag_handles(struct calais_reader *r, struct calais_handle *except, int ev);
+void calais__reader_state_changed(struct calais_reader *r); /* broadcast */
+void calais__reader_release_tx(struct calais_reader *r);
+void calais__reader_schedule_power_down(struct calais_reader *r);
+
+/* lib/winscard.c */
+void calais__contexts_free_all(void);
+
+/* Built-in backends (lib/backends.c lists them). */
+extern const struct calais_backend calais__backend_sim;
+
+#endif /* CALAIS_INTERNAL_H */

@@ -1,0 +1,429 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The manager's life cycle: configuration (explicit or from the environment), the
+ * backend registry, start, shutdown, and the worker thread that runs deferred reader
+ * jobs (power-up at insertion, idle power-down, presence polling, closes). */
+#include "calais-internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#if defined(CALAIS_PLATFORM_POSIX)
+#include <fcntl.h>
+#include <unistd.h>
+#endif
+
+struct calais__manager calais__mgr = {
+	.lock = CALAIS__MUTEX_INIT,
+};
+
+/* Serialises start, shutdown and backend registration (see the lock order). */
+static calais__mutex_t start_lock = CALAIS__MUTEX_INIT;
+
+/* Built-in backends. `by_default`: enabled when CALAIS_BACKENDS is unset (backends that
+ * need no declaration; the simulated one is only enabled on request). */
+static const struct {
+	const struct calais_backend *be;
+	bool by_default;
+} builtin[] = {
+#if CALAIS_HAVE_SIM
+	{ &calais__backend_sim, false },
+#endif
+	{ NULL, false },
+};
+
+/* Third-party backends (calais_backend_register()); start_lock. */
+#define MAX_REGISTERED 32
+static const struct calais_backend *registered[MAX_REGISTERED];
+static size_t n_registered;
+
+void calais__log_set_trace_apdu(bool on);
+
+uint32_t calais_version(void)
+{
+	return CALAIS_VERSION;
+}
+
+const char *calais_version_str(void)
+{
+	return CALAIS_VERSION_STR;
+}
+
+void calais_config_init(struct calais_config *cfg)
+{
+	if (cfg)
+		memset(cfg, 0, sizeof(*cfg));
+}
+
+const char *calais__getenv(const char *name)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 17))
+	/* A library linked into a setuid program must not take orders from the caller's
+	 * environment. */
+	extern char *secure_getenv(const char *);
+	return secure_getenv(name);
+#else
+	return getenv(name);
+#endif
+}
+
+/* Reads a duration in ms from the environment; keeps *v when unset or malformed. */
+static void env_ms(const char *name, uint32_t *v)
+{
+	const char *s = calais__getenv(name);
+	if (!s || !*s)
+		return;
+	char *end;
+	unsigned long long x = strtoull(s, &end, 10);
+	if (*end || x > UINT32_MAX) {
+		calais__warn("%s=%s is not a number of milliseconds; ignored", name, s);
+		return;
+	}
+	*v = (uint32_t)x;
+}
+
+static void seed_rng(void)
+{
+	uint64_t seed = calais__now_us() ^ ((uint64_t)(uintptr_t)&seed << 16);
+#if defined(CALAIS_PLATFORM_POSIX)
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		uint64_t r;
+		if (read(fd, &r, sizeof(r)) == (ssize_t)sizeof(r))
+			seed ^= r;
+		close(fd);
+	}
+#endif
+	calais__mgr.rng = seed ? seed : 0x9E3779B97F4A7C15ull;
+}
+
+/* xorshift64*: handles are random 32-bit values (as pcsc-lite's) so a stale or forged
+ * value is unlikely to hit a live object; lookups still validate every value. */
+uint32_t calais__random32(void)
+{
+	uint64_t x = calais__mgr.rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	calais__mgr.rng = x;
+	return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+void calais__worker_kick(void)
+{
+	calais__mgr.worker_wake = true;
+	calais__cond_signal(&calais__mgr.worker_cond);
+}
+
+static void *worker_main(void *arg)
+{
+	(void)arg;
+	struct calais__manager *m = &calais__mgr;
+
+	calais__mutex_lock(&m->lock);
+	while (!m->stopping) {
+		m->worker_wake = false;
+		uint64_t next = calais__reader_work(calais__now_ms());
+		if (m->stopping)
+			break;
+		if (m->worker_wake)
+			continue;
+		if (next == UINT64_MAX)
+			calais__cond_wait(&m->worker_cond, &m->lock);
+		else
+			calais__cond_wait_until(&m->worker_cond, &m->lock, next);
+	}
+	calais__mutex_unlock(&m->lock);
+	return NULL;
+}
+
+static const struct calais_backend *find_backend(const char *name, size_t len)
+{
+	for (size_t i = 0; builtin[i].be; i++)
+		if (strlen(builtin[i].be->name) == len && strncasecmp(builtin[i].be->name, name, len) == 0)
+			return builtin[i].be;
+	for (size_t i = 0; i < n_registered; i++)
+		if (strlen(registered[i]->name) == len && strncasecmp(registered[i]->name, name, len) == 0)
+			return registered[i];
+	return NULL;
+}
+
+static calais_backend_instance *find_instance(const struct calais_backend *be)
+{
+	for (calais_backend_instance *bi = calais__mgr.backends; bi; bi = bi->next)
+		if (bi->be == be)
+			return bi;
+	return NULL;
+}
+
+/* Creates and starts one backend instance; start_lock held, mgr.lock not held. */
+static calais_backend_instance *start_backend(const struct calais_backend *be, bool configured)
+{
+	calais_backend_instance *bi = find_instance(be);
+	if (bi)
+		return bi;
+	bi = calloc(1, sizeof(*bi));
+	if (!bi)
+		return NULL;
+	bi->be = be;
+	bi->configured = configured;
+	if (be->instance_priv_size) {
+		bi->priv = calloc(1, be->instance_priv_size);
+		if (!bi->priv) {
+			free(bi);
+			return NULL;
+		}
+	}
+	/* Linked before init() so readers it publishes find their instance. */
+	bi->next = calais__mgr.backends;
+	calais__mgr.backends = bi;
+	LONG rv = be->init(bi);
+	if (rv != SCARD_S_SUCCESS) {
+		calais__err("backend %s failed to start: %s (0x%08lX); disabled", be->name,
+		            pcsc_stringify_error(rv), (unsigned long)rv);
+		return bi; /* kept (not started) so shutdown frees it in one place */
+	}
+	bi->started = true;
+	calais__info("backend %s started", be->name);
+	return bi;
+}
+
+/* Starts the manager; start_lock held. */
+static LONG do_start(const struct calais_config *cfg)
+{
+	struct calais__manager *m = &calais__mgr;
+	struct calais_config c;
+
+	if (cfg)
+		c = *cfg;
+	else
+		calais_config_init(&c);
+
+	if (c.log_level_set || c.log_cb)
+		calais_log_set(c.log_level_set ? c.log_level : (enum calais_log_level)calais__log_level,
+		               c.log_cb, c.log_user);
+	if (!c.log_level_set)
+		calais__log_init_from_env();
+	calais__log_set_trace_apdu(c.trace_apdu_data);
+
+	const char *list = c.backends;
+	bool from_env = false;
+	if (!list) {
+		list = calais__getenv("CALAIS_BACKENDS");
+		from_env = list != NULL;
+	}
+	if (!cfg || !cfg->poll_interval_ms)
+		env_ms("CALAIS_POLL_MS", &c.poll_interval_ms);
+	if (!cfg || !cfg->power_down_delay_ms)
+		env_ms("CALAIS_POWER_DOWN_MS", &c.power_down_delay_ms);
+	if (!cfg || !cfg->transaction_timeout_ms)
+		env_ms("CALAIS_TRANSACTION_TIMEOUT_MS", &c.transaction_timeout_ms);
+	if (!c.poll_interval_ms)
+		c.poll_interval_ms = 400;
+	if (!c.power_down_delay_ms)
+		c.power_down_delay_ms = 5000;
+
+	/* Resolve the backend list before anything starts, so a bad explicit list fails
+	 * cleanly. */
+	const struct calais_backend *want[CALAIS__ARRAY_SIZE(builtin) + MAX_REGISTERED];
+	size_t n_want = 0;
+	if (list) {
+		const char *p = list;
+		while (*p) {
+			size_t len = strcspn(p, ", ");
+			if (len) {
+				const struct calais_backend *be = find_backend(p, len);
+				if (!be) {
+					if (!from_env) {
+						calais__err("unknown backend \"%.*s\"", (int)len, p);
+						return SCARD_E_INVALID_VALUE;
+					}
+					calais__warn("CALAIS_BACKENDS: unknown backend \"%.*s\" ignored",
+					             (int)len, p);
+				} else {
+					bool dup = false;
+					for (size_t i = 0; i < n_want; i++)
+						dup |= want[i] == be;
+					if (!dup && n_want < CALAIS__ARRAY_SIZE(want))
+						want[n_want++] = be;
+				}
+			}
+			p += len;
+			while (*p == ',' || *p == ' ')
+				p++;
+		}
+	} else {
+		for (size_t i = 0; builtin[i].be; i++)
+			if (builtin[i].by_default)
+				want[n_want++] = builtin[i].be;
+	}
+	/* Registered backends are declared by the application, so always enabled. */
+	for (size_t i = 0; i < n_registered; i++) {
+		bool dup = false;
+		for (size_t j = 0; j < n_want; j++)
+			dup |= want[j] == registered[i];
+		if (!dup)
+			want[n_want++] = registered[i];
+	}
+
+	calais__mutex_lock(&m->lock);
+	calais__cond_init(&m->state_cond);
+	calais__cond_init(&m->worker_cond);
+	calais__cond_init(&m->drain_cond);
+	m->cfg = c;
+	m->cfg.backends = NULL;
+	m->cfg.log_cb = NULL;
+	seed_rng();
+	m->stopping = false;
+	m->running = true;
+	m->pnp_counter = 0;
+	m->worker_wake = false;
+	if (calais__thread_create(&m->worker, worker_main, NULL) != 0) {
+		m->running = false;
+		calais__mutex_unlock(&m->lock);
+		calais__err("cannot start the worker thread");
+		return SCARD_E_NO_MEMORY;
+	}
+	m->worker_running = true;
+	calais__mutex_unlock(&m->lock);
+
+	calais__info("Calais %s starting", CALAIS_VERSION_STR);
+	for (size_t i = 0; i < n_want; i++)
+		if (!start_backend(want[i], true))
+			calais__err("backend %s: out of memory", want[i]->name);
+	return SCARD_S_SUCCESS;
+}
+
+LONG calais_start(const struct calais_config *cfg)
+{
+	LONG rv;
+	calais__mutex_lock(&start_lock);
+	if (calais__mgr.running)
+		rv = SCARD_E_INVALID_VALUE;
+	else
+		rv = do_start(cfg);
+	calais__mutex_unlock(&start_lock);
+	return rv;
+}
+
+LONG calais__ensure_started(void)
+{
+	LONG rv = SCARD_S_SUCCESS;
+	calais__mutex_lock(&start_lock);
+	if (!calais__mgr.running)
+		rv = do_start(NULL);
+	calais__mutex_unlock(&start_lock);
+	return rv;
+}
+
+bool calais_is_running(void)
+{
+	calais__mutex_lock(&calais__mgr.lock);
+	bool r = calais__mgr.running && !calais__mgr.stopping;
+	calais__mutex_unlock(&calais__mgr.lock);
+	return r;
+}
+
+calais_backend_instance *calais__backend_activate(const struct calais_backend *be)
+{
+	calais_backend_instance *bi = NULL;
+	calais__mutex_lock(&start_lock);
+	if (calais__mgr.running || do_start(NULL) == SCARD_S_SUCCESS) {
+		bi = start_backend(be, false);
+		if (bi && !bi->started)
+			bi = NULL;
+	}
+	calais__mutex_unlock(&start_lock);
+	return bi;
+}
+
+bool calais__backend_configured(calais_backend_instance *bi)
+{
+	return bi->configured;
+}
+
+void *calais_backend_priv(calais_backend_instance *bi)
+{
+	return bi ? bi->priv : NULL;
+}
+
+LONG calais_backend_register(const struct calais_backend *be)
+{
+	if (!be || !be->name || !*be->name || !be->init || !be->power_on || !be->transmit ||
+	    be->abi_version < 1 || be->abi_version > CALAIS_BACKEND_ABI_VERSION)
+		return SCARD_E_INVALID_PARAMETER;
+
+	LONG rv = SCARD_S_SUCCESS;
+	calais__mutex_lock(&start_lock);
+	if (find_backend(be->name, strlen(be->name)))
+		rv = SCARD_E_DUPLICATE_READER;
+	else if (n_registered == MAX_REGISTERED)
+		rv = SCARD_E_NO_MEMORY;
+	else {
+		registered[n_registered++] = be;
+		if (calais__mgr.running && !start_backend(be, true))
+			rv = SCARD_E_NO_MEMORY;
+	}
+	calais__mutex_unlock(&start_lock);
+	return rv;
+}
+
+void calais_shutdown(void)
+{
+	struct calais__manager *m = &calais__mgr;
+
+	calais__mutex_lock(&start_lock);
+	calais__mutex_lock(&m->lock);
+	if (!m->running) {
+		calais__mutex_unlock(&m->lock);
+		n_registered = 0;
+		calais__mutex_unlock(&start_lock);
+		return;
+	}
+	m->stopping = true;
+	calais__cond_broadcast(&m->state_cond);
+	calais__cond_broadcast(&m->worker_cond);
+	for (struct calais_reader *r = m->readers; r; r = r->next)
+		calais__cond_broadcast(&r->lock_cond);
+	/* Wake I/O in progress so the drain below does not wait for a slow card. */
+	for (struct calais_reader *r = m->readers; r; r = r->next)
+		if (r->io_busy && r->bi->be->cancel)
+			r->bi->be->cancel(r);
+	while (m->active_calls)
+		calais__cond_wait(&m->drain_cond, &m->lock);
+	bool join = m->worker_running;
+	m->worker_running = false;
+	calais__mutex_unlock(&m->lock);
+	if (join)
+		calais__thread_join(m->worker);
+
+	/* No application call and no worker job runs now: stop the backends' own threads,
+	 * close every reader, then free the backends. */
+	for (calais_backend_instance *bi = m->backends; bi; bi = bi->next)
+		if (bi->started && bi->be->stop)
+			bi->be->stop(bi);
+	calais__reader_close_all();
+	calais__contexts_free_all();
+	while (m->backends) {
+		calais_backend_instance *bi = m->backends;
+		m->backends = bi->next;
+		if (bi->started && bi->be->exit)
+			bi->be->exit(bi);
+		free(bi->priv);
+		free(bi);
+	}
+
+	calais__mutex_lock(&m->lock);
+	calais__cond_destroy(&m->state_cond);
+	calais__cond_destroy(&m->worker_cond);
+	calais__cond_destroy(&m->drain_cond);
+	m->running = false;
+	m->stopping = false;
+	m->n_readers = 0;
+	m->readers = NULL;
+	m->dead_readers = NULL;
+	calais__mutex_unlock(&m->lock);
+	n_registered = 0;
+	calais__info("Calais stopped");
+	calais__mutex_unlock(&start_lock);
+}

@@ -1,0 +1,580 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The reader registry: reader objects and their names, the helpers backends call to
+ * report readers and card events, and the worker's deferred jobs on readers. */
+#include "calais-internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define M (&calais__mgr)
+
+static char *dupstr(const char *s)
+{
+	if (!s)
+		return NULL;
+	size_t n = strlen(s) + 1;
+	char *d = malloc(n);
+	if (d)
+		memcpy(d, s, n);
+	return d;
+}
+
+/* Reader names are ASCII in practice (pcsc-lite sanitises USB strings too): control
+ * characters from a device would break multi-strings and logs. */
+static void sanitise(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s == 0x7F)
+			*s = ' ';
+}
+
+LONG calais_reader_new(calais_backend_instance *bi, const struct calais_reader_desc *d,
+                       calais_reader **out)
+{
+	if (!bi || !d || !d->name || !*d->name || !out || (d->n_features && !d->features))
+		return SCARD_E_INVALID_PARAMETER;
+	*out = NULL;
+
+	size_t priv = bi->be->reader_priv_size;
+	struct calais_reader *r = calloc(1, sizeof(*r) + priv);
+	if (!r)
+		return SCARD_E_NO_MEMORY;
+	r->priv = priv ? (void *)(r + 1) : NULL;
+	r->bi = bi;
+
+	char base[MAX_READERNAME * 2];
+	int n = snprintf(base, sizeof(base), "%s", d->name);
+	if (d->interface_name && *d->interface_name)
+		n += snprintf(base + n, sizeof(base) - (size_t)n, " [%s]", d->interface_name);
+	if (n < (int)sizeof(base) && d->serial && *d->serial &&
+	    !(d->interface_name && strstr(d->interface_name, d->serial)))
+		snprintf(base + n, sizeof(base) - (size_t)n, " (%s)", d->serial);
+	/* Leave room for " XX YY" within MAX_READERNAME, NUL included. */
+	base[MAX_READERNAME - 7] = '\0';
+	sanitise(base);
+
+	r->base = dupstr(base);
+	r->vendor = dupstr(d->vendor);
+	if (d->n_features) {
+		r->features = calloc(d->n_features, sizeof(*r->features));
+		if (r->features)
+			memcpy(r->features, d->features, d->n_features * sizeof(*r->features));
+	}
+	if (!r->base || (d->vendor && !r->vendor) || (d->n_features && !r->features)) {
+		calais_reader_discard(r);
+		return SCARD_E_NO_MEMORY;
+	}
+	r->n_features = d->n_features;
+	r->ifd_version = d->ifd_version;
+	r->channel_id = d->channel_id;
+	r->max_input = d->max_input ? d->max_input : 261;
+	r->slot = d->slot;
+	r->flags = d->flags;
+	r->protocols = d->protocols ? d->protocols : (SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1);
+	r->card = CALAIS__CARD_ABSENT;
+	calais__mutex_init(&r->io_lock);
+	calais__cond_init(&r->lock_cond);
+	*out = r;
+	return SCARD_S_SUCCESS;
+}
+
+static void reader_free(struct calais_reader *r)
+{
+	calais__mutex_destroy(&r->io_lock);
+	calais__cond_destroy(&r->lock_cond);
+	free(r->base);
+	free(r->name);
+	free(r->vendor);
+	free(r->features);
+	free(r);
+}
+
+void calais_reader_discard(calais_reader *r)
+{
+	if (r && !r->published)
+		reader_free(r);
+}
+
+void calais__reader_unref(struct calais_reader *r)
+{
+	if (--r->refs == 0)
+		reader_free(r);
+}
+
+struct calais_reader *calais__reader_find(const char *name)
+{
+	for (struct calais_reader *r = M->readers; r; r = r->next)
+		if (strcmp(r->name, name) == 0)
+			return r;
+	return NULL;
+}
+
+/* pcsc-lite's scheme: XX is the first index free among readers with the same base name
+ * for this slot number, so every slot of one device shares its XX. */
+static unsigned pick_index(const struct calais_reader *nr)
+{
+	for (unsigned idx = 0;; idx++) {
+		bool taken = false;
+		for (struct calais_reader *r = M->readers; r && !taken; r = r->next)
+			taken = r->index == idx && r->slot == nr->slot && strcmp(r->base, nr->base) == 0;
+		if (!taken)
+			return idx;
+	}
+}
+
+static void pnp_event(void)
+{
+	/* The reader-event counter skips 0, which means "no counter" to callers. */
+	if (++M->pnp_counter == 0)
+		M->pnp_counter = 1;
+	calais__cond_broadcast(&M->state_cond);
+}
+
+LONG calais_reader_publish(calais_reader *r, bool card_present)
+{
+	if (!r || r->published)
+		return SCARD_E_INVALID_PARAMETER;
+
+	calais__mutex_lock(&M->lock);
+	if (!M->running || M->stopping) {
+		calais__mutex_unlock(&M->lock);
+		reader_free(r);
+		return SCARD_E_NO_SERVICE;
+	}
+	r->index = pick_index(r);
+	size_t len = strlen(r->base) + 7;
+	r->name = malloc(len);
+	if (!r->name) {
+		calais__mutex_unlock(&M->lock);
+		reader_free(r);
+		return SCARD_E_NO_MEMORY;
+	}
+	snprintf(r->name, len, "%s %02X %02X", r->base, r->index & 0xFFu, r->slot & 0xFFu);
+	r->published = true;
+	r->refs = 1; /* the registry's */
+	r->sharing = 0;
+	/* Appended, so SCardListReaders() lists readers in arrival order. */
+	struct calais_reader **pp = &M->readers;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = r;
+	M->n_readers++;
+	if (r->flags & CALAIS_READER_POLL_PRESENCE) {
+		r->next_poll_ms = calais__now_ms() + M->cfg.poll_interval_ms;
+		calais__worker_kick();
+	}
+	calais__info("reader added: \"%s\" (%s)", r->name, r->bi->be->name);
+	pnp_event();
+	calais__mutex_unlock(&M->lock);
+
+	if (card_present)
+		calais_reader_card_event(r, true);
+	return SCARD_S_SUCCESS;
+}
+
+void calais__reader_state_changed(struct calais_reader *r)
+{
+	(void)r;
+	calais__cond_broadcast(&M->state_cond);
+}
+
+void calais__reader_flag_handles(struct calais_reader *r, struct calais_handle *except, int ev)
+{
+	for (struct calais_handle *h = r->handles; h; h = h->r_next)
+		if (h != except && h->pending != CALAIS__EV_REMOVED)
+			h->pending = ev;
+}
+
+void calais__reader_release_tx(struct calais_reader *r)
+{
+	if (r->tx_owner) {
+		r->tx_owner = NULL;
+		r->tx_depth = 0;
+		calais__cond_broadcast(&r->lock_cond);
+	}
+}
+
+void calais__reader_schedule_power_down(struct calais_reader *r)
+{
+	if (r->n_handles == 0 && r->card == CALAIS__CARD_POWERED &&
+	    M->cfg.power_down_delay_ms != UINT32_MAX) {
+		r->power_down_at_ms = calais__now_ms() + M->cfg.power_down_delay_ms;
+		calais__worker_kick();
+	}
+}
+
+static void bump_card_counter(struct calais_reader *r)
+{
+	r->event_counter = (uint16_t)(r->event_counter + 1);
+}
+
+/* mgr.lock held. */
+static void card_gone(struct calais_reader *r)
+{
+	bool shown = r->card != CALAIS__CARD_ABSENT && r->card != CALAIS__CARD_INSERTED;
+	r->card = CALAIS__CARD_ABSENT;
+	r->atr_len = 0;
+	r->protocol = 0;
+	r->power_up_pending = false;
+	r->power_down_at_ms = 0;
+	calais__reader_flag_handles(r, NULL, CALAIS__EV_REMOVED);
+	for (struct calais_handle *h = r->handles; h; h = h->r_next)
+		h->protocol = 0;
+	calais__reader_release_tx(r);
+	if (shown) {
+		bump_card_counter(r);
+		calais__info("card removed from \"%s\"", r->name);
+		calais__reader_state_changed(r);
+	}
+	calais__cond_broadcast(&r->lock_cond);
+}
+
+void calais_reader_card_event(calais_reader *r, bool present)
+{
+	if (!r)
+		return;
+	calais__mutex_lock(&M->lock);
+	r->backend_present = present;
+	if (!r->published || r->removed || M->stopping) {
+		calais__mutex_unlock(&M->lock);
+		return;
+	}
+	if (present && r->card == CALAIS__CARD_ABSENT) {
+		r->card = CALAIS__CARD_INSERTED;
+		r->power_up_pending = true;
+		calais__dbg("card inserted in \"%s\", powering up", r->name);
+		calais__worker_kick();
+	} else if (!present && r->card != CALAIS__CARD_ABSENT) {
+		card_gone(r);
+	}
+	calais__mutex_unlock(&M->lock);
+}
+
+void calais_reader_remove(calais_reader *r)
+{
+	if (!r)
+		return;
+	calais__mutex_lock(&M->lock);
+	if (!r->published || r->removed) {
+		calais__mutex_unlock(&M->lock);
+		return;
+	}
+	r->removed = true;
+	for (struct calais_reader **pp = &M->readers; *pp; pp = &(*pp)->next)
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	r->next = NULL;
+	M->n_readers--;
+	if (r->card != CALAIS__CARD_ABSENT)
+		bump_card_counter(r);
+	r->card = CALAIS__CARD_ABSENT;
+	r->atr_len = 0;
+	r->power_up_pending = false;
+	calais__reader_release_tx(r);
+	calais__cond_broadcast(&r->lock_cond);
+	calais__info("reader removed: \"%s\"", r->name);
+	pnp_event();
+	/* close() needs the io_lock, which the caller may hold (a backend noticing the
+	 * device is gone inside transmit), so the worker does it. */
+	if (!M->stopping) {
+		r->close_queued = true;
+		r->dead_next = M->dead_readers;
+		M->dead_readers = r;
+		calais__worker_kick();
+	} else {
+		r->close_queued = true;
+		r->dead_next = M->dead_readers;
+		M->dead_readers = r;
+	}
+	calais__mutex_unlock(&M->lock);
+}
+
+void *calais_reader_priv(calais_reader *r)
+{
+	return r ? r->priv : NULL;
+}
+
+calais_backend_instance *calais_reader_backend(calais_reader *r)
+{
+	return r ? r->bi : NULL;
+}
+
+const char *calais_reader_name(calais_reader *r)
+{
+	return r ? r->name : NULL;
+}
+
+/* ---- power ----------------------------------------------------------------------- */
+
+/* Powers the card up (or resets it when warm) and records the result. io_lock held,
+ * mgr.lock not held. An insertion becomes visible to waiters here, with its ATR. */
+static LONG power_up(struct calais_reader *r, bool warm)
+{
+	uint8_t atr[MAX_ATR_SIZE + 8];
+	size_t atr_len = 0;
+
+	LONG rv = r->bi->be->power_on(r, warm, atr, &atr_len);
+	if (rv == SCARD_S_SUCCESS && (atr_len < 2 || atr_len > MAX_ATR_SIZE)) {
+		calais__warn("\"%s\": backend returned a %zu-byte ATR; treated as mute card",
+		             r->name, atr_len);
+		rv = SCARD_W_UNRESPONSIVE_CARD;
+	}
+
+	calais__mutex_lock(&M->lock);
+	bool was_inserted = r->card == CALAIS__CARD_INSERTED;
+	if (r->removed || r->card == CALAIS__CARD_ABSENT) {
+		/* Removed while powering: the removal already told everyone. */
+		calais__mutex_unlock(&M->lock);
+		return r->removed ? SCARD_E_READER_UNAVAILABLE : SCARD_E_NO_SMARTCARD;
+	}
+	r->power_up_pending = false;
+	switch (rv) {
+	case SCARD_S_SUCCESS:
+		r->card = CALAIS__CARD_POWERED;
+		memcpy(r->atr, atr, atr_len);
+		r->atr_len = atr_len;
+		r->protocol = 0;
+		break;
+	case SCARD_E_NO_SMARTCARD:
+	case SCARD_W_REMOVED_CARD:
+		calais__mutex_unlock(&M->lock);
+		calais_reader_card_event(r, false);
+		return SCARD_E_NO_SMARTCARD;
+	case SCARD_E_READER_UNAVAILABLE:
+		calais__mutex_unlock(&M->lock);
+		calais_reader_remove(r);
+		return rv;
+	default:
+		calais__warn("\"%s\": card does not answer to reset: %s", r->name,
+		             pcsc_stringify_error(rv));
+		r->card = CALAIS__CARD_MUTE;
+		r->atr_len = 0;
+		r->protocol = 0;
+		rv = SCARD_W_UNRESPONSIVE_CARD;
+		break;
+	}
+	if (was_inserted) {
+		bump_card_counter(r);
+		calais__info("card inserted in \"%s\"%s", r->name,
+		             rv == SCARD_S_SUCCESS ? "" : " (mute)");
+		calais__reader_state_changed(r);
+		calais__reader_schedule_power_down(r);
+	}
+	calais__mutex_unlock(&M->lock);
+	return rv;
+}
+
+LONG calais__reader_power_up(struct calais_reader *r)
+{
+	return power_up(r, false);
+}
+
+/* Warm reset (or power cycle when unpower) of a powered card. io_lock held. */
+LONG calais__reader_reset(struct calais_reader *r, bool unpower);
+LONG calais__reader_reset(struct calais_reader *r, bool unpower)
+{
+	if (unpower && r->bi->be->power_off)
+		r->bi->be->power_off(r);
+	return power_up(r, !unpower);
+}
+
+/* Powers the card down. io_lock held. */
+LONG calais__reader_power_down(struct calais_reader *r);
+LONG calais__reader_power_down(struct calais_reader *r)
+{
+	LONG rv = r->bi->be->power_off ? r->bi->be->power_off(r) : SCARD_S_SUCCESS;
+	calais__mutex_lock(&M->lock);
+	if (r->card == CALAIS__CARD_POWERED) {
+		r->card = CALAIS__CARD_UNPOWERED;
+		r->protocol = 0;
+	}
+	r->power_down_at_ms = 0;
+	calais__mutex_unlock(&M->lock);
+	return rv;
+}
+
+/* ---- worker jobs ------------------------------------------------------------------- */
+
+enum job { JOB_NONE, JOB_CLOSE, JOB_POWER_UP, JOB_POLL, JOB_POWER_DOWN, JOB_TX_TIMEOUT };
+
+static void close_reader(struct calais_reader *r)
+{
+	calais__mutex_lock(&r->io_lock);
+	if (!r->closed) {
+		if (r->bi->be->close)
+			r->bi->be->close(r);
+		r->closed = true;
+	}
+	calais__mutex_unlock(&r->io_lock);
+}
+
+/* Runs one job on r with its io_lock; mgr.lock held on entry and exit, dropped inside. */
+static void run_job(struct calais_reader *r, enum job job)
+{
+	r->refs++;
+	calais__mutex_unlock(&M->lock);
+
+	if (job == JOB_CLOSE) {
+		close_reader(r);
+		calais__mutex_lock(&M->lock);
+		calais__reader_unref(r); /* the job's */
+		calais__reader_unref(r); /* the registry's, held since publish */
+		return;
+	}
+
+	calais__mutex_lock(&r->io_lock);
+	calais__mutex_lock(&M->lock);
+	bool ok = !r->removed && !r->closed && !M->stopping;
+	bool still = false;
+	switch (job) {
+	case JOB_POWER_UP:
+		still = r->power_up_pending;
+		break;
+	case JOB_POWER_DOWN:
+		still = r->n_handles == 0 && r->card == CALAIS__CARD_POWERED && r->power_down_at_ms &&
+		        r->power_down_at_ms <= calais__now_ms();
+		break;
+	case JOB_TX_TIMEOUT:
+		still = r->tx_owner && M->cfg.transaction_timeout_ms &&
+		        r->tx_last_use_ms + M->cfg.transaction_timeout_ms <= calais__now_ms();
+		if (still) {
+			/* Windows' rule: an idle transaction ends with a card reset, so a
+			 * program that forgot EndTransaction cannot lock others out. */
+			calais__warn("\"%s\": transaction idle for %u ms: ended, card reset",
+			             r->name, M->cfg.transaction_timeout_ms);
+			calais__reader_release_tx(r);
+			calais__reader_flag_handles(r, NULL, CALAIS__EV_RESET);
+		}
+		break;
+	default:
+		still = true;
+		break;
+	}
+	if (ok && still)
+		r->io_busy++;
+	calais__mutex_unlock(&M->lock);
+
+	if (ok && still) {
+		switch (job) {
+		case JOB_POWER_UP:
+			power_up(r, false);
+			break;
+		case JOB_POWER_DOWN:
+			calais__dbg("\"%s\": idle card powered down", r->name);
+			calais__reader_power_down(r);
+			break;
+		case JOB_TX_TIMEOUT:
+			calais__reader_reset(r, false);
+			break;
+		case JOB_POLL: {
+			bool present = false;
+			LONG rv = r->bi->be->slot_status ? r->bi->be->slot_status(r, &present)
+			                                 : SCARD_E_UNSUPPORTED_FEATURE;
+			if (rv == SCARD_S_SUCCESS)
+				calais_reader_card_event(r, present);
+			else if (rv == SCARD_E_READER_UNAVAILABLE)
+				calais_reader_remove(r);
+			else
+				calais__dbg("\"%s\": slot status failed: %s", r->name,
+				            pcsc_stringify_error(rv));
+			break;
+		}
+		default:
+			break;
+		}
+		calais__mutex_lock(&M->lock);
+		r->io_busy--;
+		calais__mutex_unlock(&M->lock);
+	}
+	calais__mutex_unlock(&r->io_lock);
+	calais__mutex_lock(&M->lock);
+	calais__reader_unref(r);
+}
+
+uint64_t calais__reader_work(uint64_t now)
+{
+	for (;;) {
+		if (M->stopping)
+			return UINT64_MAX;
+		if (M->dead_readers) {
+			struct calais_reader *r = M->dead_readers;
+			M->dead_readers = r->dead_next;
+			run_job(r, JOB_CLOSE);
+			continue;
+		}
+		uint64_t next = UINT64_MAX;
+		struct calais_reader *jr = NULL;
+		enum job job = JOB_NONE;
+		now = calais__now_ms();
+		for (struct calais_reader *r = M->readers; r && !jr; r = r->next) {
+			if (r->power_up_pending) {
+				jr = r, job = JOB_POWER_UP;
+				break;
+			}
+			if (r->flags & CALAIS_READER_POLL_PRESENCE) {
+				if (r->next_poll_ms <= now) {
+					r->next_poll_ms = now + M->cfg.poll_interval_ms;
+					jr = r, job = JOB_POLL;
+					break;
+				}
+				if (r->next_poll_ms < next)
+					next = r->next_poll_ms;
+			}
+			if (r->power_down_at_ms) {
+				if (r->power_down_at_ms <= now) {
+					r->power_down_at_ms = 0;
+					if (r->n_handles == 0 && r->card == CALAIS__CARD_POWERED) {
+						r->power_down_at_ms = now;
+						jr = r, job = JOB_POWER_DOWN;
+						break;
+					}
+				} else if (r->power_down_at_ms < next) {
+					next = r->power_down_at_ms;
+				}
+			}
+			if (r->tx_owner && M->cfg.transaction_timeout_ms) {
+				uint64_t at = r->tx_last_use_ms + M->cfg.transaction_timeout_ms;
+				if (at <= now) {
+					jr = r, job = JOB_TX_TIMEOUT;
+					break;
+				}
+				if (at < next)
+					next = at;
+			}
+		}
+		if (!jr)
+			return next;
+		run_job(jr, job);
+	}
+}
+
+/* At shutdown: every reader (published or waiting for close) is closed and freed. No
+ * call is in progress and the worker has stopped. */
+void calais__reader_close_all(void)
+{
+	calais__mutex_lock(&M->lock);
+	while (M->readers || M->dead_readers) {
+		struct calais_reader *r;
+		if (M->readers) {
+			r = M->readers;
+			M->readers = r->next;
+			r->removed = true;
+		} else {
+			r = M->dead_readers;
+			M->dead_readers = r->dead_next;
+		}
+		calais__mutex_unlock(&M->lock);
+		close_reader(r);
+		calais__mutex_lock(&M->lock);
+		/* Handles still pointing at r are freed with their contexts right after;
+		 * detach them so the reader can go now. */
+		for (struct calais_handle *h = r->handles; h; h = h->r_next)
+			h->reader = NULL;
+		reader_free(r);
+	}
+	M->n_readers = 0;
+	calais__mutex_unlock(&M->lock);
+}
