@@ -108,6 +108,7 @@ struct calais_reader {
 	calais_backend_instance *bi;
 	unsigned refs; /* mgr.lock: the list, each handle, each call in progress */
 	bool published, removed, closed, close_queued;
+	bool cancelled; /* shutdown already called the backend's cancel() */
 
 	/* Identity, fixed at publish. */
 	char *base;    /* "<name> [<interface>] (<serial>)" */

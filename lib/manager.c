@@ -26,7 +26,7 @@ static const struct {
 	const struct calais_backend *be;
 	bool by_default;
 } builtin[] = {
-#if CALAIS_HAVE_SIM
+#if defined(CALAIS_HAVE_SIM)
 	{ &calais__backend_sim, false },
 #endif
 	{ NULL, false },
@@ -385,10 +385,23 @@ void calais_shutdown(void)
 	calais__cond_broadcast(&m->worker_cond);
 	for (struct calais_reader *r = m->readers; r; r = r->next)
 		calais__cond_broadcast(&r->lock_cond);
-	/* Wake I/O in progress so the drain below does not wait for a slow card. */
-	for (struct calais_reader *r = m->readers; r; r = r->next)
-		if (r->io_busy && r->bi->be->cancel)
-			r->bi->be->cancel(r);
+	/* Wake I/O in progress so the drain below does not wait for a slow card. cancel()
+	 * runs without mgr.lock: a backend may take its own lock there, the same lock it
+	 * holds while reporting events (which take mgr.lock). */
+	for (;;) {
+		struct calais_reader *busy = NULL;
+		for (struct calais_reader *r = m->readers; r && !busy; r = r->next)
+			if (r->io_busy && r->bi->be->cancel && !r->cancelled)
+				busy = r;
+		if (!busy)
+			break;
+		busy->cancelled = true;
+		busy->refs++;
+		calais__mutex_unlock(&m->lock);
+		busy->bi->be->cancel(busy);
+		calais__mutex_lock(&m->lock);
+		calais__reader_unref(busy);
+	}
 	while (m->active_calls)
 		calais__cond_wait(&m->drain_cond, &m->lock);
 	bool join = m->worker_running;

@@ -420,8 +420,8 @@ static void run_job(struct calais_reader *r, enum job job)
 	if (job == JOB_CLOSE) {
 		close_reader(r);
 		calais__mutex_lock(&M->lock);
-		calais__reader_unref(r); /* the job's */
-		calais__reader_unref(r); /* the registry's, held since publish */
+		r->refs--;               /* the registry's, held since publish */
+		calais__reader_unref(r); /* the job's, the last unless handles remain */
 		return;
 	}
 

@@ -102,9 +102,10 @@ CALAIS_API LONG calais_sim_reader_unplug(calais_sim_reader *r);
 /**
  * @brief The demo card: a small ISO 7816-4 file system.
  *
- * ATR 3B 8C 80 01 43 61 6C 61 69 73 44 65 6D 6F 43 61 72 64 xx (T=1, historical bytes
- * "CalaisDemoCard"). It answers SELECT (by file id: MF 3F00, EF 0001 "hello" text,
- * DF 5000 / EF 5001 of 300 bytes; by name: the AID A0 00 00 06 47 43 41 4C), READ BINARY
+ * ATR 3B 8E 01 "CalaisDemoCard" AD (T=1 only; the historical bytes spell CalaisDemoCard).
+ * It answers SELECT (by file id: MF 3F00, EF 0001 holding a greeting text, DF 5000 and
+ * its EF 5001 of 300 bytes (byte i is i mod 256); by DF name: the AID
+ * A0 00 00 06 47 43 41 4C selects DF 5000), READ BINARY
  * (short and extended offsets, Le 00 for up to 256), GET RESPONSE, GET CHALLENGE, and
  * VERIFY with PIN "1234" (3 tries, 63 Cx). Each insertion of the demo card starts from
  * a fresh state.
