@@ -275,38 +275,26 @@ static LONG sim_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx,
 	p->busy++;
 	calais__mutex_unlock(&sp->lock);
 
-	/* The card always gets room for a full extended response; what does not fit the
-	 * caller's buffer is reported as such. */
+	/* The card gets at least 258 bytes of room (sim.h): a smaller caller buffer is
+	 * bounced through the stack, and what does not fit is reported as such. */
 	size_t cap = *rx_len;
-	uint8_t *buf = rx;
-	uint8_t *big = NULL;
-	if (cap < 65538) {
-		big = malloc(65538);
-		if (!big) {
-			calais__mutex_lock(&sp->lock);
-			p->busy--;
-			calais__cond_broadcast(&sp->cond);
-			calais__mutex_unlock(&sp->lock);
-			return SCARD_E_NO_MEMORY;
-		}
-		buf = big;
-	}
-	size_t n = big ? 65538 : cap;
+	uint8_t small[258];
+	uint8_t *buf = cap < sizeof(small) ? small : rx;
+	size_t room = cap < sizeof(small) ? sizeof(small) : cap;
+	size_t n = room;
 	LONG rv = fn(user, tx, tx_len, buf, &n);
-	if (rv == SCARD_S_SUCCESS && n > (big ? 65538u : cap)) {
+	if (rv == SCARD_S_SUCCESS && n > room) {
 		calais_backend_log(calais_reader_backend(r), CALAIS_LOG_ERROR,
 		                   "simulated card answered %zu bytes, more than its buffer", n);
 		rv = SCARD_F_INTERNAL_ERROR;
 	}
 	if (rv == SCARD_S_SUCCESS) {
-		if (n > cap) {
+		if (n > cap)
 			rv = SCARD_E_INSUFFICIENT_BUFFER;
-		} else if (big) {
-			memcpy(rx, big, n);
-		}
+		else if (buf == small)
+			memcpy(rx, small, n);
 		*rx_len = n;
 	}
-	free(big);
 
 	calais__mutex_lock(&sp->lock);
 	p->busy--;
