@@ -624,12 +624,17 @@ static void disconnect(struct calais_handle *h, DWORD disp)
 		h->reader = NULL;
 		r->n_handles--;
 		sharing_remove(r, h->share);
+		bool touch = disp != SCARD_LEAVE_CARD && !r->removed;
+		/* pcsc-lite waits for another handle's transaction before resetting. */
+		while (touch && r->tx_owner && r->tx_owner != h && !r->removed && !M->stopping)
+			calais__cond_wait(&r->lock_cond, &M->lock);
+		/* The others learn of the reset before our transaction (if any) is released,
+		 * so none of them can begin one on a card about to be reset. */
+		if (touch && (r->card == CALAIS__CARD_POWERED || r->card == CALAIS__CARD_UNPOWERED))
+			calais__reader_flag_handles(r, NULL, CALAIS__EV_RESET);
 		if (r->tx_owner == h)
 			calais__reader_release_tx(r);
-		if (disp != SCARD_LEAVE_CARD && !r->removed) {
-			/* pcsc-lite waits for another handle's transaction before resetting. */
-			while (r->tx_owner && !r->removed && !M->stopping)
-				calais__cond_wait(&r->lock_cond, &M->lock);
+		if (touch && !r->removed) {
 			io_begin(r);
 			apply_disposition(r, NULL, disp, false);
 			io_end(r);
