@@ -1,0 +1,350 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Concurrency stress: many threads mixing every PC/SC call while cards come and go and
+ * readers are plugged and unplugged. Every return code must be one the call may give in
+ * that situation; responses must be right; no deadlock (Criterion's timeout), no crash,
+ * no leak. Also: 1000 waiters woken by one insertion. Run under ThreadSanitizer by
+ * scripts/test. CALAIS_STRESS_SECONDS sets the duration (default 10). */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <winscard.h>
+#include <reader.h>
+#include <calais/calais.h>
+
+#define N_WORKERS 16
+#define MAX_CODES 32
+
+static atomic_bool stop;
+
+/* Per-code counters, and the first illegal code seen with its call. */
+static struct {
+	LONG code;
+	atomic_long count;
+} codes[MAX_CODES];
+static atomic_int n_codes;
+static pthread_mutex_t codes_lock = PTHREAD_MUTEX_INITIALIZER;
+static char illegal[256];
+static atomic_long bad_responses, transmits_ok;
+
+static void count(LONG rv)
+{
+	for (int i = 0; i < atomic_load(&n_codes); i++)
+		if (codes[i].code == rv) {
+			codes[i].count++;
+			return;
+		}
+	pthread_mutex_lock(&codes_lock);
+	int i;
+	for (i = 0; i < n_codes; i++)
+		if (codes[i].code == rv)
+			break;
+	if (i == n_codes && i < MAX_CODES) {
+		codes[i].code = rv;
+		atomic_store(&n_codes, i + 1);
+	}
+	pthread_mutex_unlock(&codes_lock);
+	if (i < MAX_CODES)
+		codes[i].count++;
+}
+
+/* Records rv and checks it against the codes legal for the call. */
+static void check(const char *call, LONG rv, const LONG *legal, size_t n)
+{
+	count(rv);
+	for (size_t i = 0; i < n; i++)
+		if (legal[i] == rv)
+			return;
+	pthread_mutex_lock(&codes_lock);
+	if (!illegal[0])
+		snprintf(illegal, sizeof(illegal), "%s returned 0x%08lX (%s)", call,
+		         (unsigned long)rv, pcsc_stringify_error(rv));
+	pthread_mutex_unlock(&codes_lock);
+}
+#define CHECK(call, rv, ...)                                                             \
+	do {                                                                             \
+		static const LONG legal_[] = { __VA_ARGS__ };                            \
+		check(call, rv, legal_, sizeof(legal_) / sizeof(legal_[0]));             \
+	} while (0)
+
+/* The card-use codes any handle call may meet while cards and readers churn. */
+#define CARD_CHURN SCARD_S_SUCCESS, SCARD_W_RESET_CARD, SCARD_W_REMOVED_CARD, \
+	SCARD_E_NO_SMARTCARD, SCARD_E_READER_UNAVAILABLE
+
+static pthread_mutex_t names_lock = PTHREAD_MUTEX_INITIALIZER;
+#define N_SLOTS 4
+static char names[N_SLOTS][MAX_READERNAME];
+
+static void pick_name(unsigned *seed, char out[MAX_READERNAME])
+{
+	pthread_mutex_lock(&names_lock);
+	memcpy(out, names[rand_r(seed) % N_SLOTS], MAX_READERNAME);
+	pthread_mutex_unlock(&names_lock);
+}
+
+static void exchange(SCARDHANDLE h, DWORD proto)
+{
+	static const BYTE sel[] = { 0x00, 0xA4, 0x00, 0x0C, 0x02, 0x00, 0x01 };
+	static const BYTE rd[] = { 0x00, 0xB0, 0x00, 0x00, 0x05 };
+	BYTE r[300];
+	DWORD len = sizeof(r);
+	const SCARD_IO_REQUEST *pci = proto == SCARD_PROTOCOL_T0 ? SCARD_PCI_T0 : SCARD_PCI_T1;
+	LONG rv = SCardTransmit(h, pci, sel, sizeof(sel), NULL, r, &len);
+	CHECK("Transmit(select)", rv, CARD_CHURN, SCARD_E_PROTO_MISMATCH, SCARD_W_UNPOWERED_CARD);
+	if (rv != SCARD_S_SUCCESS)
+		return;
+	if (len != 2 || r[0] != 0x90)
+		bad_responses++;
+	len = sizeof(r);
+	rv = SCardTransmit(h, pci, rd, sizeof(rd), NULL, r, &len);
+	CHECK("Transmit(read)", rv, CARD_CHURN, SCARD_W_UNPOWERED_CARD);
+	if (rv != SCARD_S_SUCCESS)
+		return;
+	/* After a reset between the two commands the card answers 69 86 (no file). */
+	if (!((len == 7 && memcmp(r, "Hello\x90\x00", 7) == 0) || (len == 2 && r[0] == 0x69)))
+		bad_responses++;
+	else
+		transmits_ok++;
+}
+
+static void *worker(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg * 7919u + 1;
+	while (!stop) {
+		SCARDCONTEXT c;
+		LONG rv = SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &c);
+		CHECK("EstablishContext", rv, SCARD_S_SUCCESS);
+		if (rv)
+			continue;
+		for (int k = 0; k < 30 && !stop; k++) {
+			char name[MAX_READERNAME];
+			pick_name(&seed, name);
+			DWORD len = 0;
+			CHECK("ListReaders", SCardListReaders(c, NULL, NULL, &len), SCARD_S_SUCCESS,
+			      SCARD_E_NO_READERS_AVAILABLE);
+			SCARD_READERSTATE rs = { .szReader = name };
+			CHECK("GetStatusChange", SCardGetStatusChange(c, rand_r(&seed) % 3, &rs, 1),
+			      SCARD_S_SUCCESS, SCARD_E_TIMEOUT, SCARD_E_UNKNOWN_READER, SCARD_E_CANCELLED);
+			DWORD share = 1 + rand_r(&seed) % 3, proto = 0;
+			SCARDHANDLE h;
+			rv = SCardConnect(c, name, share, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1, &h, &proto);
+			CHECK("Connect", rv, SCARD_S_SUCCESS, SCARD_E_SHARING_VIOLATION, SCARD_E_NO_SMARTCARD,
+			      SCARD_E_UNKNOWN_READER, SCARD_E_READER_UNAVAILABLE, SCARD_W_UNRESPONSIVE_CARD,
+			      SCARD_W_REMOVED_CARD);
+			if (rv != SCARD_S_SUCCESS)
+				continue;
+			int depth = rand_r(&seed) % 3;
+			int begun = 0;
+			for (int d = 0; d < depth; d++) {
+				rv = SCardBeginTransaction(h);
+				CHECK("BeginTransaction", rv, CARD_CHURN, SCARD_E_CANCELLED);
+				begun += rv == SCARD_S_SUCCESS;
+			}
+			if (share != SCARD_SHARE_DIRECT)
+				exchange(h, proto);
+			DWORD state, p2, alen = MAX_ATR_SIZE;
+			BYTE atr[MAX_ATR_SIZE];
+			CHECK("Status", SCardStatus(h, NULL, NULL, &state, &p2, atr, &alen), CARD_CHURN,
+			      SCARD_E_CANCELLED);
+			BYTE attr[300];
+			len = sizeof(attr);
+			CHECK("GetAttrib", SCardGetAttrib(h, SCARD_ATTR_ATR_STRING, attr, &len), CARD_CHURN,
+			      SCARD_E_CANCELLED);
+			if (rand_r(&seed) % 8 == 0)
+				CHECK("Reconnect", SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_ANY,
+				                                  rand_r(&seed) % 3, &p2),
+				      SCARD_S_SUCCESS, SCARD_E_SHARING_VIOLATION, SCARD_E_NO_SMARTCARD,
+				      SCARD_E_READER_UNAVAILABLE, SCARD_W_UNRESPONSIVE_CARD,
+				      SCARD_E_CANCELLED);
+			for (int d = 0; d < begun; d++)
+				CHECK("EndTransaction", SCardEndTransaction(h, rand_r(&seed) % 5 == 0), CARD_CHURN,
+				      SCARD_E_NOT_TRANSACTED);
+			if (rand_r(&seed) % 10 == 0)
+				CHECK("Cancel", SCardCancel(c), SCARD_S_SUCCESS);
+			CHECK("Disconnect", SCardDisconnect(h, rand_r(&seed) % 4), SCARD_S_SUCCESS);
+		}
+		CHECK("ReleaseContext", SCardReleaseContext(c), SCARD_S_SUCCESS);
+	}
+	return NULL;
+}
+
+/* Waits in long GetStatusChange calls and gets cancelled by the workers' contexts'
+ * neighbours: here, by itself from the chaos thread. */
+static SCARDCONTEXT waiter_ctx;
+static void *waiter(void *arg)
+{
+	(void)arg;
+	while (!stop) {
+		SCARD_READERSTATE rs[N_SLOTS + 1];
+		char local[N_SLOTS][MAX_READERNAME];
+		pthread_mutex_lock(&names_lock);
+		memcpy(local, names, sizeof(local));
+		pthread_mutex_unlock(&names_lock);
+		rs[0] = (SCARD_READERSTATE){ .szReader = "\\\\?PnP?\\Notification" };
+		for (int i = 0; i < N_SLOTS; i++)
+			rs[i + 1] = (SCARD_READERSTATE){ .szReader = local[i] };
+		LONG rv = SCardGetStatusChange(waiter_ctx, 0, rs, N_SLOTS + 1);
+		CHECK("GetStatusChange(all)", rv, SCARD_S_SUCCESS, SCARD_E_TIMEOUT, SCARD_E_UNKNOWN_READER);
+		if (rv != SCARD_S_SUCCESS)
+			continue;
+		for (int i = 0; i <= N_SLOTS; i++)
+			rs[i].dwCurrentState = rs[i].dwEventState & ~SCARD_STATE_CHANGED;
+		rv = SCardGetStatusChange(waiter_ctx, 500, rs, N_SLOTS + 1);
+		CHECK("GetStatusChange(wait)", rv, SCARD_S_SUCCESS, SCARD_E_TIMEOUT, SCARD_E_CANCELLED);
+	}
+	return NULL;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static void *chaos(void *arg)
+{
+	calais_sim_reader **slots = arg;
+	unsigned seed = 42;
+	while (!stop) {
+		int i = rand_r(&seed) % N_SLOTS;
+		switch (rand_r(&seed) % 8) {
+		case 0: /* unplug and plug back */
+			if (calais_sim_reader_unplug(slots[i]) == SCARD_S_SUCCESS) {
+				char base[16];
+				snprintf(base, sizeof(base), "Churn %d", i);
+				cr_assert_eq(calais_sim_reader_add(base, &slots[i]), SCARD_S_SUCCESS);
+				pthread_mutex_lock(&names_lock);
+				snprintf(names[i], MAX_READERNAME, "%s", calais_sim_reader_name(slots[i]));
+				pthread_mutex_unlock(&names_lock);
+			}
+			break;
+		case 1:
+			SCardCancel(waiter_ctx);
+			break;
+		default:
+			if (calais_sim_card_remove(slots[i]) != SCARD_S_SUCCESS)
+				calais_sim_card_insert(slots[i], calais_sim_democard());
+			break;
+		}
+		sleep_ms(1 + rand_r(&seed) % 4);
+	}
+	return NULL;
+}
+
+static bool under_valgrind(void)
+{
+	return getenv("CALAIS_TEST_UNDER_VALGRIND") != NULL;
+}
+
+Test(stress, everything_at_once, .timeout = 120)
+{
+	const char *env = getenv("CALAIS_STRESS_SECONDS");
+	int seconds = env ? atoi(env) : (under_valgrind() ? 3 : 10);
+	int workers = under_valgrind() ? 8 : N_WORKERS;
+	calais_sim_reader *slots[N_SLOTS];
+	struct calais_config cfg;
+	calais_config_init(&cfg);
+	cfg.backends = "";
+	cfg.power_down_delay_ms = 5; /* power-downs race with connects too */
+	cr_assert_eq(calais_start(&cfg), SCARD_S_SUCCESS);
+	for (int i = 0; i < N_SLOTS; i++) {
+		char base[16];
+		snprintf(base, sizeof(base), "Churn %d", i);
+		cr_assert_eq(calais_sim_reader_add(base, &slots[i]), SCARD_S_SUCCESS);
+		snprintf(names[i], MAX_READERNAME, "%s", calais_sim_reader_name(slots[i]));
+		cr_assert_eq(calais_sim_card_insert(slots[i], calais_sim_democard()), SCARD_S_SUCCESS);
+	}
+	cr_assert_eq(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &waiter_ctx), SCARD_S_SUCCESS);
+
+	pthread_t t[N_WORKERS + 2];
+	for (int i = 0; i < workers; i++)
+		pthread_create(&t[i], NULL, worker, (void *)(uintptr_t)i);
+	pthread_create(&t[workers], NULL, waiter, NULL);
+	pthread_create(&t[workers + 1], NULL, chaos, slots);
+	sleep_ms((unsigned)seconds * 1000u);
+	stop = true;
+	for (int i = 0; i < workers + 2; i++)
+		pthread_join(t[i], NULL);
+	SCardReleaseContext(waiter_ctx);
+	calais_shutdown();
+
+	long total = 0;
+	for (int i = 0; i < n_codes; i++) {
+		cr_log_info("0x%08lX %-28s %ld", (unsigned long)codes[i].code,
+		            pcsc_stringify_error(codes[i].code), (long)codes[i].count);
+		total += codes[i].count;
+	}
+	printf("stress: %d s, %d workers, %ld calls, %ld good exchanges\n", seconds, workers, total,
+	       (long)transmits_ok);
+	cr_assert_eq(illegal[0], '\0', "%s", illegal);
+	cr_assert_eq(bad_responses, 0, "%ld wrong APDU responses", (long)bad_responses);
+	cr_assert_gt(transmits_ok, 0, "no exchange ever succeeded");
+}
+
+struct many_arg {
+	const char *name;
+	SCARDCONTEXT ctx;
+	atomic_int *ready;
+	LONG rv;
+	DWORD state;
+};
+
+static void *many_wait(void *p)
+{
+	struct many_arg *a = p;
+	SCARD_READERSTATE rs = { .szReader = a->name, .dwCurrentState = SCARD_STATE_EMPTY };
+	(*a->ready)++;
+	a->rv = SCardGetStatusChange(a->ctx, 20000, &rs, 1);
+	a->state = rs.dwEventState;
+	return NULL;
+}
+
+Test(stress, thousand_waiters_one_insertion, .timeout = 60)
+{
+	int n = under_valgrind() ? 100 : 1000;
+	calais_sim_reader *r;
+	struct calais_config cfg;
+	calais_config_init(&cfg);
+	cfg.backends = "";
+	cr_assert_eq(calais_start(&cfg), SCARD_S_SUCCESS);
+	cr_assert_eq(calais_sim_reader_add("Crowd", &r), SCARD_S_SUCCESS);
+	char name[MAX_READERNAME];
+	snprintf(name, sizeof(name), "%s", calais_sim_reader_name(r));
+	SCARDCONTEXT ctx;
+	cr_assert_eq(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
+
+	atomic_int ready = 0;
+	struct many_arg *args = calloc((size_t)n, sizeof(*args));
+	pthread_t *tids = calloc((size_t)n, sizeof(*tids));
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 128 * 1024);
+	int started = 0;
+	for (int i = 0; i < n; i++) {
+		args[i] = (struct many_arg){ .name = name, .ctx = ctx, .ready = &ready };
+		if (pthread_create(&tids[i], &attr, many_wait, &args[i]) != 0)
+			break;
+		started++;
+	}
+	pthread_attr_destroy(&attr);
+	cr_assert_geq(started, n / 2, "only %d threads could start", started);
+	while (ready < started)
+		sleep_ms(5);
+	sleep_ms(200); /* let them reach the wait */
+	cr_assert_eq(calais_sim_card_insert(r, calais_sim_democard()), SCARD_S_SUCCESS);
+	int woken = 0;
+	for (int i = 0; i < started; i++) {
+		pthread_join(tids[i], NULL);
+		if (args[i].rv == SCARD_S_SUCCESS && (args[i].state & SCARD_STATE_PRESENT))
+			woken++;
+	}
+	cr_assert_eq(woken, started, "%d of %d waiters saw the card", woken, started);
+	free(args);
+	free(tids);
+	SCardReleaseContext(ctx);
+	calais_shutdown();
+}
