@@ -194,7 +194,8 @@ static void *waiter(void *arg)
 		for (int i = 0; i <= N_SLOTS; i++)
 			rs[i].dwCurrentState = rs[i].dwEventState & ~SCARD_STATE_CHANGED;
 		rv = SCardGetStatusChange(waiter_ctx, 500, rs, N_SLOTS + 1);
-		CHECK("GetStatusChange(wait)", rv, SCARD_S_SUCCESS, SCARD_E_TIMEOUT, SCARD_E_CANCELLED);
+		CHECK("GetStatusChange(wait)", rv, SCARD_S_SUCCESS, SCARD_E_TIMEOUT, SCARD_E_CANCELLED,
+		      SCARD_E_UNKNOWN_READER);
 	}
 	return NULL;
 }
