@@ -407,18 +407,31 @@ static struct sim_priv *lock_for(calais_sim_reader *h)
 	return sp;
 }
 
+/* lock_for() for a reader that is still plugged; NULL with *rv set otherwise. */
+static struct sim_priv *lock_live(calais_sim_reader *h, LONG *rv)
+{
+	if (!h) {
+		*rv = SCARD_E_INVALID_PARAMETER;
+		return NULL;
+	}
+	struct sim_priv *sp = lock_for(h);
+	if (sp && (h->unplugged || !h->reader)) {
+		calais__mutex_unlock(&sp->lock);
+		sp = NULL;
+	}
+	if (!sp)
+		*rv = SCARD_E_READER_UNAVAILABLE;
+	return sp;
+}
+
 LONG calais_sim_card_insert(calais_sim_reader *h, const struct calais_sim_card *card)
 {
-	if (!h || !card || !card->apdu || !card->atr || card->atr_len < 2 ||
-	    card->atr_len > MAX_ATR_SIZE)
+	if (!card || !card->apdu || !card->atr || card->atr_len < 2 || card->atr_len > MAX_ATR_SIZE)
 		return SCARD_E_INVALID_PARAMETER;
-	struct sim_priv *sp = lock_for(h);
+	LONG rv;
+	struct sim_priv *sp = lock_live(h, &rv);
 	if (!sp)
-		return SCARD_E_READER_UNAVAILABLE;
-	if (h->unplugged || !h->reader) {
-		calais__mutex_unlock(&sp->lock);
-		return SCARD_E_READER_UNAVAILABLE;
-	}
+		return rv;
 	calais_reader *r = h->reader;
 	struct sim_reader_priv *p = calais_reader_priv(r);
 	if (p->has_card) {
@@ -448,15 +461,10 @@ LONG calais_sim_card_insert(calais_sim_reader *h, const struct calais_sim_card *
 
 LONG calais_sim_card_remove(calais_sim_reader *h)
 {
-	if (!h)
-		return SCARD_E_INVALID_PARAMETER;
-	struct sim_priv *sp = lock_for(h);
+	LONG rv;
+	struct sim_priv *sp = lock_live(h, &rv);
 	if (!sp)
-		return SCARD_E_READER_UNAVAILABLE;
-	if (h->unplugged || !h->reader) {
-		calais__mutex_unlock(&sp->lock);
-		return SCARD_E_READER_UNAVAILABLE;
-	}
+		return rv;
 	calais_reader *r = h->reader;
 	struct sim_reader_priv *p = calais_reader_priv(r);
 	if (!p->has_card) {
@@ -477,15 +485,10 @@ LONG calais_sim_card_remove(calais_sim_reader *h)
 
 LONG calais_sim_reader_unplug(calais_sim_reader *h)
 {
-	if (!h)
-		return SCARD_E_INVALID_PARAMETER;
-	struct sim_priv *sp = lock_for(h);
+	LONG rv;
+	struct sim_priv *sp = lock_live(h, &rv);
 	if (!sp)
-		return SCARD_E_READER_UNAVAILABLE;
-	if (h->unplugged || !h->reader) {
-		calais__mutex_unlock(&sp->lock);
-		return SCARD_E_READER_UNAVAILABLE;
-	}
+		return rv;
 	h->unplugged = true;
 	calais_reader *r = h->reader;
 	struct sim_reader_priv *p = calais_reader_priv(r);
