@@ -29,6 +29,7 @@ void calais__log(int level, const char *domain, const char *fmt, ...)
 /* Current level, read without a lock so disabled levels cost one load. */
 extern volatile int calais__log_level;
 bool calais__log_trace_apdu(void);
+void calais__log_set_trace_apdu(bool on);
 void calais__log_init_from_env(void);
 /* Hex dump of an APDU for debug logs: only the header (CLA INS P1 P2 and the length
  * byte) unless trace_apdu_data is set, since bodies carry PINs and keys. */
@@ -228,6 +229,10 @@ uint64_t calais__reader_work(uint64_t now);
 /* Powers the card up with the reader's io_lock held (and mgr.lock not held); updates the
  * card state and publishes the insertion. */
 LONG calais__reader_power_up(struct calais_reader *r);
+/* Warm reset, or power cycle when unpower; io_lock held, mgr.lock not held. */
+LONG calais__reader_reset(struct calais_reader *r, bool unpower);
+/* Powers the card down; io_lock held, mgr.lock not held. */
+LONG calais__reader_power_down(struct calais_reader *r);
 void calais__reader_close_all(void);
 void calais__reader_flag_handles(struct calais_reader *r, struct calais_handle *except, int ev);
 void calais__reader_state_changed(struct calais_reader *r); /* broadcast */

@@ -29,7 +29,6 @@ void calais_log_set(enum calais_log_level level, calais_log_cb cb, void *user)
 	calais__mutex_unlock(&log_lock);
 }
 
-void calais__log_set_trace_apdu(bool on);
 void calais__log_set_trace_apdu(bool on)
 {
 	trace_apdu = on;

@@ -37,8 +37,6 @@ static const struct {
 static const struct calais_backend *registered[MAX_REGISTERED];
 static size_t n_registered;
 
-void calais__log_set_trace_apdu(bool on);
-
 uint32_t calais_version(void)
 {
 	return CALAIS_VERSION;

@@ -373,7 +373,6 @@ LONG calais__reader_power_up(struct calais_reader *r)
 }
 
 /* Warm reset (or power cycle when unpower) of a powered card. io_lock held. */
-LONG calais__reader_reset(struct calais_reader *r, bool unpower);
 LONG calais__reader_reset(struct calais_reader *r, bool unpower)
 {
 	if (unpower && r->bi->be->power_off)
@@ -382,7 +381,6 @@ LONG calais__reader_reset(struct calais_reader *r, bool unpower)
 }
 
 /* Powers the card down. io_lock held. */
-LONG calais__reader_power_down(struct calais_reader *r);
 LONG calais__reader_power_down(struct calais_reader *r)
 {
 	LONG rv = r->bi->be->power_off ? r->bi->be->power_off(r) : SCARD_S_SUCCESS;

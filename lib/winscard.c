@@ -15,9 +15,6 @@
 #define PROTOCOL_ANY_OLD 0x1000u
 #define PNP_READER_NAME "\\\\?PnP?\\Notification"
 
-LONG calais__reader_reset(struct calais_reader *r, bool unpower);
-LONG calais__reader_power_down(struct calais_reader *r);
-
 /* ---- entering and leaving the manager ---------------------------------------------- */
 
 /* Every call runs between enter() and leave() with mgr.lock held (dropped only around
