@@ -65,7 +65,7 @@ typedef struct {
 	void *arg;
 } calais__thread_start_t;
 
-static DWORD WINAPI calais__thread_trampoline(LPVOID p)
+static inline DWORD WINAPI calais__thread_trampoline(LPVOID p)
 {
 	calais__thread_start_t s = *(calais__thread_start_t *)p;
 	HeapFree(GetProcessHeap(), 0, p);
