@@ -18,7 +18,10 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: calais-scan [--sim] [--once] [--count N] [--timeout S]\n"
+	fprintf(f, "usage: calais-scan [--sim] [--once] [--verbose] [--count N] [--timeout S]\n"
+	           "       calais-scan --atr HEX\n"
+	           "  --atr HEX    decode an ATR (exit status 1 when malformed)\n"
+	           "  --verbose    decode every ATR seen\n"
 	           "  --sim        simulated reader whose demo card comes and goes on a timer\n"
 	           "  --once       print the current state and exit\n"
 	           "  --count N    exit after N events\n"
@@ -55,14 +58,58 @@ static void print_state(DWORD s)
 	printf(" (events %lu)", (unsigned long)(s >> 16));
 }
 
-/* Prints what an ATR means. The ATR decoder is a separate piece (calais-scan --atr);
- * this is the one place it plugs into. */
-static void describe_atr(const BYTE *atr, DWORD len)
+/* Prints an ATR, its card name from pcsc-tools' list when installed, and (verbose) its
+ * decoding. Returns false for a malformed ATR. */
+static bool describe_atr(const BYTE *atr, DWORD len, bool verbose)
 {
+	char text[4096];
 	printf("  ATR:");
 	for (DWORD i = 0; i < len; i++)
 		printf(" %02X", atr[i]);
 	printf("\n");
+	if (calais_atr_lookup(atr, len, NULL, text, sizeof(text)) == SCARD_S_SUCCESS)
+		for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"))
+			printf("  Card: %s\n", l);
+	LONG rv = calais_atr_describe(atr, len, text, sizeof(text));
+	if (verbose || rv == SCARD_E_INVALID_ATR)
+		for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"))
+			printf("    %s\n", l);
+	return rv != SCARD_E_INVALID_ATR;
+}
+
+/* calais-scan --atr HEX: decodes an ATR given on the command line. */
+static int decode_atr_arg(const char *s)
+{
+	BYTE atr[MAX_ATR_SIZE];
+	DWORD n = 0;
+	int half = -1;
+	for (; *s; s++) {
+		if (*s == ' ' || *s == ':')
+			continue;
+		int v = *s >= '0' && *s <= '9' ? *s - '0'
+		        : *s >= 'a' && *s <= 'f' ? *s - 'a' + 10
+		        : *s >= 'A' && *s <= 'F' ? *s - 'A' + 10
+		                                 : -1;
+		if (v < 0) {
+			fprintf(stderr, "calais-scan: '%c' is not a hex digit\n", *s);
+			return 2;
+		}
+		if (half < 0) {
+			half = v;
+			continue;
+		}
+		if (n == sizeof(atr)) {
+			fprintf(stderr, "calais-scan: an ATR has at most %d bytes\n", MAX_ATR_SIZE);
+			return 1;
+		}
+		atr[n++] = (BYTE)(half << 4 | v);
+		half = -1;
+	}
+	if (half >= 0) {
+		fprintf(stderr, "calais-scan: odd number of hex digits\n");
+		return 2;
+	}
+	return describe_atr(atr, n, true) ? 0 : 1;
 }
 
 /* --sim: a simulated reader whose demo card is inserted and removed on a timer. */
@@ -152,11 +199,15 @@ static LONG watch_build(SCARDCONTEXT ctx, struct watch *w, bool announce)
 
 int main(int argc, char **argv)
 {
-	bool sim = false, once = false;
+	bool sim = false, once = false, verbose = false;
 	long count = -1, timeout = -1;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--sim") == 0)
 			sim = true;
+		else if (strcmp(argv[i], "--atr") == 0 && i + 1 < argc)
+			return decode_atr_arg(argv[i + 1]);
+		else if (strcmp(argv[i], "--verbose") == 0)
+			verbose = true;
 		else if (strcmp(argv[i], "--once") == 0)
 			once = true;
 		else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
@@ -242,7 +293,7 @@ int main(int argc, char **argv)
 			print_state(now & ~SCARD_STATE_CHANGED);
 			printf("\n");
 			if (now & SCARD_STATE_PRESENT && e->cbAtr)
-				describe_atr(e->rgbAtr, e->cbAtr);
+				describe_atr(e->rgbAtr, e->cbAtr, verbose);
 			if (before != SCARD_STATE_UNAWARE)
 				events++;
 			e->dwCurrentState = now & ~SCARD_STATE_CHANGED;

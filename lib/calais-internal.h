@@ -63,6 +63,47 @@ const char *calais__error_name(LONG rv);
 
 /* ---- ATR -------------------------------------------------------------------------- */
 
+/* A parsed ATR (lib/atr.c). Defaults fill whatever the card leaves out. */
+#define CALAIS__ATR_MAX_GROUPS 16
+struct calais__atr_group {
+	uint8_t present;  /* bit k: byte k (TA, TB, TC, TD) present */
+	uint8_t byte[4];
+	uint8_t t_next;   /* the protocol TD names (when TD is present) */
+};
+struct calais__atr {
+	uint8_t raw[MAX_ATR_SIZE]; /* decoded to the direct convention's byte values */
+	size_t len;
+	bool inverse;   /* TS = 3F */
+	bool converted; /* received as 03 ... and decoded */
+	struct calais__atr_group groups[CALAIS__ATR_MAX_GROUPS];
+	unsigned n_groups;
+	size_t hist_offset, hist_len;
+	bool has_tck, unexpected_tck;
+	uint8_t tck;
+	uint16_t protocols;     /* bit t: T=t offered (bit 15: global T=15 bytes) */
+	uint8_t first_protocol; /* TD1's protocol, T=0 without TD1 */
+	/* Global parameters. */
+	bool ta1_present;
+	uint8_t fi_index, di_index;
+	uint16_t fi;
+	uint8_t di;
+	uint32_t fmax_khz;
+	uint8_t n;              /* extra guard time (TC1) */
+	bool specific, specific_changeable, specific_implicit; /* TA2 */
+	uint8_t specific_protocol;
+	uint8_t wi;             /* T=0 waiting integer (TC2), default 10 */
+	/* T=1. */
+	uint8_t ifsc, bwi, cwi; /* defaults 32, 4, 13 */
+	bool edc_crc;
+	/* T=15. */
+	uint8_t clock_stop;      /* XI: 0 unsupported, 1 L, 2 H, 3 no preference */
+	uint8_t class_indicator; /* UI: bit 0 class A, 1 B, 2 C */
+	uint8_t spu;
+	const char *reason; /* why the ATR was rejected */
+};
+LONG calais__atr_parse(const uint8_t *atr, size_t len, struct calais__atr *out);
+uint8_t calais__atr_inverse_byte(uint8_t b);
+
 /* What the core needs from an ATR to choose a protocol (lib/atr.c). */
 struct calais__atr_info {
 	uint32_t protocols;      /* SCARD_PROTOCOL_T0/T1 bits offered */

@@ -132,6 +132,7 @@ CALAIS_API void calais_log_set(enum calais_log_level level, calais_log_cb cb, vo
 }
 #endif
 
+#include "atr.h"
 #include "backend.h"
 #include "sim.h"
 
