@@ -93,8 +93,17 @@ LONG calais__atr_parse(const uint8_t *in, size_t len, struct calais__atr *a)
 	}
 	if (!(a->protocols & ~(1u << 15)))
 		a->protocols |= 1; /* no TD1, or only T=15: T=0 */
-	if (!a->groups[0].present || !(a->groups[0].present & 0x8))
+	if (!(a->groups[0].present & 0x8))
 		a->first_protocol = 0;
+	if (a->n_groups >= 2 && (a->groups[1].present & 1)) {
+		uint8_t ta2 = a->groups[1].byte[0];
+		a->specific = true;
+		a->specific_protocol = ta2 & 0x0F;
+		a->specific_changeable = !(ta2 & 0x80);
+		a->specific_implicit = (ta2 & 0x10) != 0;
+	}
+	/* What follows can still be wrong, but the protocols are known. */
+	a->interface_ok = true;
 
 	if (i + a->hist_len > len)
 		return fail(a, "truncated in the historical bytes");
@@ -138,13 +147,6 @@ LONG calais__atr_parse(const uint8_t *in, size_t len, struct calais__atr *a)
 		return fail(a, "TA1 uses a reserved Di value");
 	/* TB1 and PI1/VPP are deprecated (8.3); ignored as the standard asks. */
 	a->n = (g1->present & 4) ? g1->byte[2] : 0;
-	if (a->n_groups >= 2 && (g2->present & 1)) {
-		uint8_t ta2 = g2->byte[0];
-		a->specific = true;
-		a->specific_protocol = ta2 & 0x0F;
-		a->specific_changeable = !(ta2 & 0x80);
-		a->specific_implicit = (ta2 & 0x10) != 0;
-	}
 	/* T=0 waiting integer: TC2. */
 	a->wi = (a->n_groups >= 2 && (g2->present & 4)) ? g2->byte[2] : 10;
 	if (a->wi == 0)
@@ -197,8 +199,13 @@ LONG calais__atr_protocols(const uint8_t *atr, size_t len, struct calais__atr_in
 	struct calais__atr a;
 	memset(out, 0, sizeof(*out));
 	LONG rv = calais__atr_parse(atr, len, &a);
-	if (rv != SCARD_S_SUCCESS)
+	/* Real cards send bad TCKs, reserved values and stray bytes (pcsc-tools' list has
+	 * dozens): the protocols are still usable once the interface bytes could be read,
+	 * as libccid also lets them through. */
+	if (rv != SCARD_S_SUCCESS && !a.interface_ok)
 		return rv;
+	if (rv != SCARD_S_SUCCESS)
+		calais__warn("ATR: %s; using the protocols it names", a.reason);
 	if (a.protocols & 1)
 		out->protocols |= SCARD_PROTOCOL_T0;
 	if (a.protocols & 2)

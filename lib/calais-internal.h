@@ -99,6 +99,7 @@ struct calais__atr {
 	uint8_t clock_stop;      /* XI: 0 unsupported, 1 L, 2 H, 3 no preference */
 	uint8_t class_indicator; /* UI: bit 0 class A, 1 B, 2 C */
 	uint8_t spu;
+	bool interface_ok;  /* TS to the last TD read: protocols and TA2 are known */
 	const char *reason; /* why the ATR was rejected */
 };
 LONG calais__atr_parse(const uint8_t *atr, size_t len, struct calais__atr *out);

@@ -1,20 +1,30 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* libFuzzer target: the core's ATR walker gets arbitrary bytes, as from a broken card
- * or a hostile backend. It must return a code, never read past the buffer. */
+/* libFuzzer target: the ATR parser, the protocol choice and the decoder get arbitrary
+ * bytes, as from a broken card or a hostile backend. They must return a code, never
+ * read past the buffer, and keep their invariants. */
 #include "calais-internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct calais__atr_info ai;
-	LONG rv = calais__atr_protocols(data, size, &ai);
+	struct calais__atr a;
+	LONG rv = calais__atr_parse(data, size, &a);
 	if (rv == SCARD_S_SUCCESS) {
-		/* Invariants the protocol choice relies on. */
-		if (!ai.protocols || !(ai.protocols & ai.default_proto))
+		if (size < 2 || size > MAX_ATR_SIZE || !a.fi || !a.di || !a.protocols)
 			__builtin_trap();
-		if (size < 2 || size > MAX_ATR_SIZE)
+		if (a.hist_offset + a.hist_len > a.len || a.n_groups > CALAIS__ATR_MAX_GROUPS)
 			__builtin_trap();
+	} else if (!a.reason || !a.reason[0]) {
+		__builtin_trap(); /* every rejection says why */
 	}
+	struct calais__atr_info ai;
+	if (calais__atr_protocols(data, size, &ai) == SCARD_S_SUCCESS &&
+	    (!ai.protocols || !(ai.protocols & ai.default_proto)))
+		__builtin_trap();
+	char text[512];
+	calais_atr_describe(data, size, text, sizeof(text));
+	if (memchr(text, '\0', sizeof(text)) == NULL)
+		__builtin_trap();
 	return 0;
 }
