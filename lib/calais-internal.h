@@ -105,6 +105,41 @@ struct calais__atr {
 LONG calais__atr_parse(const uint8_t *atr, size_t len, struct calais__atr *out);
 uint8_t calais__atr_inverse_byte(uint8_t b);
 
+/* PPS (lib/pps.c). What the reader can do: its clock and the data rates it runs. */
+struct calais__pps_caps {
+	uint32_t clock_khz;         /* 0: 4000 */
+	uint32_t max_rate_bps;      /* 0: no limit */
+	const uint32_t *rates_bps;  /* exact rates the reader supports; NULL: any */
+	size_t n_rates;
+	bool always_pps;            /* send PPS even when the defaults would do */
+};
+/* The parameters in force after protocol selection, for the transport. */
+struct calais__pps_result {
+	uint8_t protocol;          /* 0 or 1 */
+	uint8_t fi_index, di_index;
+	uint16_t fi;
+	uint8_t di;
+	uint32_t clock_khz, rate_bps, etu_ns;
+	uint8_t guard_n;           /* extra guard time N */
+	uint32_t wt_ms;            /* T=0: WT; T=1: BWT */
+	uint32_t cwt_ms;           /* T=1 */
+	uint8_t ifsc, bwi, cwi;    /* T=1 */
+	bool edc_crc;              /* T=1 */
+};
+/* Builds the PPS request for `protocol` (0 or 1); *req_len 0 when none is needed.
+ * result gets the parameters that apply if the card accepts it. */
+LONG calais__pps_request(const struct calais__atr *a, uint8_t protocol,
+                         const struct calais__pps_caps *caps, uint8_t req[4], size_t *req_len,
+                         struct calais__pps_result *result);
+/* Checks the card's PPS answer: SCARD_S_SUCCESS with the parameters in force (full or
+ * partial acceptance), SCARD_E_PROTO_MISMATCH (protocol refused), SCARD_F_COMM_ERROR
+ * (malformed answer). */
+LONG calais__pps_check(const uint8_t *req, size_t req_len, const uint8_t *resp, size_t resp_len,
+                       const struct calais__atr *a, uint32_t clock_khz,
+                       struct calais__pps_result *result);
+void calais__pps_params(const struct calais__atr *a, uint8_t protocol, uint8_t fi_index,
+                        uint8_t di_index, uint32_t clock_khz, struct calais__pps_result *out);
+
 /* What the core needs from an ATR to choose a protocol (lib/atr.c). */
 struct calais__atr_info {
 	uint32_t protocols;      /* SCARD_PROTOCOL_T0/T1 bits offered */
