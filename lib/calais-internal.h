@@ -140,6 +140,32 @@ LONG calais__pps_check(const uint8_t *req, size_t req_len, const uint8_t *resp, 
 void calais__pps_params(const struct calais__atr *a, uint8_t protocol, uint8_t fi_index,
                         uint8_t di_index, uint32_t clock_khz, struct calais__pps_result *out);
 
+/* A command APDU split into its parts (ISO/IEC 7816-3 12.1, cases 1 to 4). */
+struct calais__apdu {
+	unsigned cse;   /* 1, 2, 3 or 4 */
+	bool extended;  /* extended length fields */
+	size_t lc, le;  /* le: 256 or 65536 for a 00 field */
+	const uint8_t *data;
+};
+LONG calais__apdu_parse(const uint8_t *b, size_t n, struct calais__apdu *a);
+
+/* T=0 (lib/t0.c) over a transport: either `tpdu` (a reader exchanging whole TPDUs, e.g.
+ * CCID TPDU level) or `send`/`recv` (a byte link: CCID character level, a UART). */
+struct calais__t0_io {
+	void *user;
+	LONG (*tpdu)(void *user, const uint8_t *tpdu, size_t n, uint8_t *resp, size_t *resp_len,
+	             uint32_t timeout_ms);
+	LONG (*send)(void *user, const uint8_t *b, size_t n);
+	/* Receives exactly n bytes or fails (SCARD_E_TIMEOUT after timeout_ms). */
+	LONG (*recv)(void *user, uint8_t *b, size_t n, uint32_t timeout_ms);
+	uint32_t wt_ms;          /* the waiting time WT from the protocol parameters */
+	unsigned max_nulls;      /* NULL procedure bytes tolerated in a row */
+	bool auto_get_response;  /* follow 61xx and 6Cxx (on by default in readers) */
+};
+/* One APDU: case mapping, 61xx/6Cxx, ENVELOPE for extended APDUs. */
+LONG calais__t0_transceive(const struct calais__t0_io *io, const uint8_t *apdu, size_t n,
+                           uint8_t *resp, size_t *resp_len);
+
 /* What the core needs from an ATR to choose a protocol (lib/atr.c). */
 struct calais__atr_info {
 	uint32_t protocols;      /* SCARD_PROTOCOL_T0/T1 bits offered */
