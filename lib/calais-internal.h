@@ -166,6 +166,30 @@ struct calais__t0_io {
 LONG calais__t0_transceive(const struct calais__t0_io *io, const uint8_t *apdu, size_t n,
                            uint8_t *resp, size_t *resp_len);
 
+/* T=1 (lib/t1.c). The transport exchanges whole blocks (send one, receive one within
+ * timeout_ms); a byte link reads the prologue, then LEN + EDC bytes. */
+struct calais__t1 {
+	void *user;
+	LONG (*xfer)(void *user, const uint8_t *blk, size_t n, uint8_t *rx, size_t *rx_len,
+	             uint32_t timeout_ms);
+	uint32_t bwt_ms;  /* from the protocol parameters; WTX multiplies it */
+	uint8_t nad;      /* node address byte we send (00: none) */
+	/* State from here on, reset by calais__t1_init(). */
+	uint8_t ns, nr;
+	uint8_t ifsc, ifsd;
+	bool crc;
+	uint8_t last[3 + 254 + 2];
+	size_t last_len;
+};
+void calais__t1_init(struct calais__t1 *t, const struct calais__atr *a);
+/* IFSD request at start (11.4.2), unless the reader does it itself. */
+LONG calais__t1_set_ifsd(struct calais__t1 *t, uint8_t ifsd);
+/* One APDU of any length (chained by IFSC), the answer reassembled. */
+LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, uint8_t *resp,
+                           size_t *resp_len);
+LONG calais__t1_resend(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32_t wtx);
+size_t calais__t1_edc(bool crc, const uint8_t *b, size_t n, uint8_t out[2]);
+
 /* What the core needs from an ATR to choose a protocol (lib/atr.c). */
 struct calais__atr_info {
 	uint32_t protocols;      /* SCARD_PROTOCOL_T0/T1 bits offered */

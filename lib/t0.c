@@ -19,6 +19,7 @@ static LONG char_tpdu(const struct calais__t0_io *io, const uint8_t *tpdu, size_
 	if (n < 5)
 		return SCARD_E_INVALID_PARAMETER;
 	const uint8_t ins = tpdu[1];
+	const uint8_t ins_inv = (uint8_t)(0xFFu - ins); /* byte-by-byte procedure byte */
 	const size_t p3 = tpdu[4];
 	const bool sending = n > 5;
 	const size_t total = sending ? p3 : in_len;
@@ -57,7 +58,7 @@ static LONG char_tpdu(const struct calais__t0_io *io, const uint8_t *tpdu, size_
 		size_t chunk;
 		if (pb == ins)
 			chunk = total - done; /* ACK: all remaining bytes */
-		else if (pb == (uint8_t)(ins ^ 0xFF))
+		else if (pb == ins_inv)
 			chunk = total > done ? 1 : 0; /* one byte at a time */
 		else
 			return SCARD_F_COMM_ERROR; /* not a procedure byte */

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* T=1 (ISO/IEC 7816-3:2006 clause 11): I-, R- and S-blocks, NAD, chaining both ways,
+ * IFS/WTX/RESYNCH/ABORT, LRC and CRC, sequence numbers, and the error handling rules
+ * (retransmission, then resynchronisation, then a clear failure). No I/O of its own: the
+ * transport exchanges whole blocks through struct calais__t1. */
+#include "calais-internal.h"
+
+#define PCB_R 0x80
+#define PCB_S 0xC0
+#define S_RESYNCH 0x00
+#define S_IFS 0x01
+#define S_ABORT 0x02
+#define S_WTX 0x03
+#define S_RESPONSE 0x20
+#define MAX_RETRIES 3
+
+static bool is_r(uint8_t pcb) { return (pcb & 0xC0) == PCB_R; }
+static bool is_s(uint8_t pcb) { return (pcb & 0xC0) == PCB_S; }
+
+/* CRC of ISO/IEC 13239 as T=1 uses it: polynomial 1021, initial FFFF, MSB first. */
+static uint16_t crc16(const uint8_t *b, size_t n)
+{
+	uint16_t v = 0xFFFF;
+	for (size_t i = 0; i < n; i++) {
+		v ^= (uint16_t)(b[i] << 8);
+		for (int k = 0; k < 8; k++)
+			v = (uint16_t)(v & 0x8000 ? (v << 1) ^ 0x1021 : v << 1);
+	}
+	return v;
+}
+
+size_t calais__t1_edc(bool crc, const uint8_t *b, size_t n, uint8_t out[2])
+{
+	if (crc) {
+		uint16_t v = crc16(b, n);
+		out[0] = (uint8_t)(v >> 8);
+		out[1] = (uint8_t)v;
+		return 2;
+	}
+	uint8_t x = 0;
+	for (size_t i = 0; i < n; i++)
+		x ^= b[i];
+	out[0] = x;
+	return 1;
+}
+
+void calais__t1_init(struct calais__t1 *t, const struct calais__atr *a)
+{
+	uint8_t keep_nad = t->nad;
+	memset(&t->ns, 0, sizeof(*t) - offsetof(struct calais__t1, ns));
+	t->nad = keep_nad;
+	t->ifsc = a ? a->ifsc : 32;
+	t->ifsd = 32;
+	t->crc = a && a->edc_crc;
+}
+
+/* Builds and sends one block; receives the answer into rx and checks its framing.
+ * Returns SCARD_S_SUCCESS, SCARD_F_COMM_ERROR (bad block: EDC, length, NAD),
+ * SCARD_E_TIMEOUT, or a transport error. */
+static LONG xfer(struct calais__t1 *t, uint8_t pcb, const uint8_t *inf, size_t len,
+                 uint8_t *rx, size_t *rx_len, uint32_t wtx)
+{
+	uint8_t blk[3 + 254 + 2];
+	blk[0] = t->nad;
+	blk[1] = pcb;
+	blk[2] = (uint8_t)len;
+	if (len)
+		memcpy(blk + 3, inf, len);
+	size_t n = 3 + len;
+	n += calais__t1_edc(t->crc, blk, n, blk + n);
+	memcpy(t->last, blk, n);
+	t->last_len = n;
+	return calais__t1_resend(t, rx, rx_len, wtx);
+}
+
+LONG calais__t1_resend(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32_t wtx)
+{
+	size_t cap = *rx_len;
+	uint32_t timeout = t->bwt_ms * (wtx ? wtx : 1);
+	LONG rv = t->xfer(t->user, t->last, t->last_len, rx, rx_len, timeout);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	size_t edc = t->crc ? 2 : 1;
+	if (*rx_len > cap || *rx_len < 3 + edc || rx[2] == 0xFF || *rx_len != 3 + (size_t)rx[2] + edc)
+		return SCARD_F_COMM_ERROR;
+	uint8_t want[2];
+	calais__t1_edc(t->crc, rx, 3 + rx[2], want);
+	if (memcmp(want, rx + 3 + rx[2], edc) != 0)
+		return SCARD_F_COMM_ERROR;
+	/* The card answers to our node addresses swapped; only the default 00 is used. */
+	if (rx[0] != (uint8_t)((t->nad & 0x0F) << 4 | t->nad >> 4))
+		return SCARD_F_COMM_ERROR;
+	return SCARD_S_SUCCESS;
+}
+
+/* After errors: resynchronise (11.6.3.2 rule 6); the command is then lost. */
+static LONG resynch(struct calais__t1 *t)
+{
+	uint8_t rx[3 + 254 + 2];
+	for (int i = 0; i < MAX_RETRIES; i++) {
+		size_t rl = sizeof(rx);
+		LONG rv = xfer(t, PCB_S | S_RESYNCH, NULL, 0, rx, &rl, 0);
+		if (rv == SCARD_S_SUCCESS && rx[1] == (PCB_S | S_RESPONSE | S_RESYNCH)) {
+			t->ns = t->nr = 0;
+			calais__warn("T=1: resynchronised after transmission errors");
+			return SCARD_F_COMM_ERROR;
+		}
+		if (rv != SCARD_S_SUCCESS && rv != SCARD_F_COMM_ERROR && rv != SCARD_E_TIMEOUT)
+			return rv;
+	}
+	calais__warn("T=1: no answer to RESYNCH: card unresponsive");
+	return SCARD_W_UNRESPONSIVE_CARD;
+}
+
+/* Answers an S-request from the card; returns false for ABORT. */
+static LONG s_request(struct calais__t1 *t, const uint8_t *rx, uint8_t *next, size_t *next_len,
+                      uint32_t *wtx)
+{
+	uint8_t type = rx[1] & 0x1F, inf = rx[2] ? rx[3] : 0;
+	switch (type) {
+	case S_WTX:
+		/* The card needs more time: the next wait is BWT times this multiplier. */
+		*wtx = inf ? inf : 1;
+		break;
+	case S_IFS:
+		if (inf == 0 || inf == 0xFF)
+			return SCARD_F_COMM_ERROR;
+		t->ifsc = inf;
+		break;
+	case S_ABORT:
+		break;
+	default:
+		return SCARD_F_COMM_ERROR;
+	}
+	size_t rl = *next_len;
+	LONG rv = xfer(t, (uint8_t)(PCB_S | S_RESPONSE | type), rx + 3, rx[2], next, &rl, *wtx);
+	*next_len = rl;
+	if (rv == SCARD_S_SUCCESS && type == S_ABORT)
+		return SCARD_E_CANCELLED;
+	return rv;
+}
+
+LONG calais__t1_set_ifsd(struct calais__t1 *t, uint8_t ifsd)
+{
+	uint8_t rx[3 + 254 + 2];
+	for (int i = 0; i < MAX_RETRIES; i++) {
+		size_t rl = sizeof(rx);
+		LONG rv = xfer(t, PCB_S | S_IFS, &ifsd, 1, rx, &rl, 0);
+		if (rv == SCARD_S_SUCCESS && rx[1] == (PCB_S | S_RESPONSE | S_IFS) && rx[2] == 1 &&
+		    rx[3] == ifsd) {
+			t->ifsd = ifsd;
+			return SCARD_S_SUCCESS;
+		}
+		if (rv != SCARD_S_SUCCESS && rv != SCARD_F_COMM_ERROR && rv != SCARD_E_TIMEOUT)
+			return rv;
+	}
+	return resynch(t);
+}
+
+LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, uint8_t *resp,
+                           size_t *resp_len)
+{
+	uint8_t rx[3 + 254 + 2];
+	size_t cap = *resp_len, got = 0, off = 0;
+	unsigned errors = 0;
+	uint32_t wtx = 0;
+	bool sending = true; /* still sending the command's chain */
+	*resp_len = 0;
+	if (!n)
+		return SCARD_E_INVALID_PARAMETER;
+
+	/* The first I-block. */
+	size_t chunk = n > t->ifsc ? t->ifsc : n;
+	bool more = chunk < n;
+	size_t rl = sizeof(rx);
+	LONG rv = xfer(t, (uint8_t)(t->ns << 6 | (more ? 0x20 : 0)), apdu, chunk, rx, &rl, wtx);
+	for (;;) {
+		if (rv != SCARD_S_SUCCESS && rv != SCARD_F_COMM_ERROR && rv != SCARD_E_TIMEOUT)
+			return rv;
+		wtx = 0;
+		if (rv != SCARD_S_SUCCESS) {
+			/* A bad or missing block: ask again with an R-block, up to three times. */
+			if (++errors > MAX_RETRIES)
+				return resynch(t);
+			rl = sizeof(rx);
+			rv = xfer(t, (uint8_t)(PCB_R | t->nr << 4 | (rv == SCARD_F_COMM_ERROR ? 1 : 2)),
+			          NULL, 0, rx, &rl, 0);
+			continue;
+		}
+		uint8_t pcb = rx[1];
+		if (is_s(pcb)) {
+			if (pcb & S_RESPONSE) {
+				rv = SCARD_F_COMM_ERROR; /* a response nobody asked for */
+				continue;
+			}
+			rl = sizeof(rx);
+			rv = s_request(t, rx, rx, &rl, &wtx);
+			if (rv == SCARD_E_CANCELLED) {
+				calais__warn("T=1: the card aborted the chain");
+				return SCARD_F_COMM_ERROR;
+			}
+			continue;
+		}
+		if (is_r(pcb)) {
+			uint8_t nr = (pcb >> 4) & 1;
+			if (sending && more && nr != t->ns) {
+				/* Acknowledges our chained block: send the next one. */
+				t->ns ^= 1;
+				off += chunk;
+				chunk = n - off > t->ifsc ? t->ifsc : n - off;
+				more = off + chunk < n;
+				errors = 0;
+				rl = sizeof(rx);
+				rv = xfer(t, (uint8_t)(t->ns << 6 | (more ? 0x20 : 0)), apdu + off, chunk,
+				          rx, &rl, 0);
+				continue;
+			}
+			/* The card asks for our last block again. */
+			if (++errors > MAX_RETRIES)
+				return resynch(t);
+			rl = sizeof(rx);
+			rv = calais__t1_resend(t, rx, &rl, 0);
+			continue;
+		}
+		/* An I-block from the card: the answer (or a piece of it). */
+		if (sending && more) {
+			rv = SCARD_F_COMM_ERROR; /* the card must acknowledge our chain first */
+			continue;
+		}
+		if (((pcb >> 6) & 1) != t->nr) {
+			rv = SCARD_F_COMM_ERROR; /* wrong sequence number */
+			continue;
+		}
+		if (sending) {
+			sending = false;
+			t->ns ^= 1;
+		}
+		t->nr ^= 1;
+		errors = 0;
+		if (got + rx[2] > cap)
+			return SCARD_E_INSUFFICIENT_BUFFER;
+		memcpy(resp + got, rx + 3, rx[2]);
+		got += rx[2];
+		if (!(pcb & 0x20))
+			break;
+		/* The card chains: acknowledge and take the next piece. */
+		rl = sizeof(rx);
+		rv = xfer(t, (uint8_t)(PCB_R | t->nr << 4), NULL, 0, rx, &rl, 0);
+	}
+	*resp_len = got;
+	return SCARD_S_SUCCESS;
+}
