@@ -112,7 +112,7 @@ static LONG resynch(struct calais__t1 *t)
 	return SCARD_W_UNRESPONSIVE_CARD;
 }
 
-/* Answers an S-request from the card; returns false for ABORT. */
+/* Answers an S-request from the card; SCARD_E_CANCELLED for ABORT. */
 static LONG s_request(struct calais__t1 *t, const uint8_t *rx, uint8_t *next, size_t *next_len,
                       uint32_t *wtx)
 {
@@ -135,7 +135,9 @@ static LONG s_request(struct calais__t1 *t, const uint8_t *rx, uint8_t *next, si
 	size_t rl = *next_len;
 	LONG rv = xfer(t, (uint8_t)(PCB_S | S_RESPONSE | type), rx + 3, rx[2], next, &rl, *wtx);
 	*next_len = rl;
-	if (rv == SCARD_S_SUCCESS && type == S_ABORT)
+	/* After an ABORT the chain is gone whatever the card says next (or if it says
+	 * nothing); a transport failure still wins. */
+	if (type == S_ABORT && (rv == SCARD_S_SUCCESS || rv == SCARD_E_TIMEOUT || rv == SCARD_F_COMM_ERROR))
 		return SCARD_E_CANCELLED;
 	return rv;
 }
