@@ -15,6 +15,16 @@ static const uint16_t fmax_table[16] = { 4000, 5000, 6000, 8000, 12000, 16000, 2
 /* Table 8: Di by TA1's low nibble. */
 static const uint8_t di_table[16] = { 0, 1, 2, 4, 8, 16, 32, 64, 12, 20, 0, 0, 0, 0, 0, 0 };
 
+uint16_t calais__atr_fi(uint8_t index)
+{
+	return fi_table[index & 15];
+}
+
+uint8_t calais__atr_di(uint8_t index)
+{
+	return di_table[index & 15];
+}
+
 uint8_t calais__atr_inverse_byte(uint8_t b)
 {
 	/* Inverse convention: state Z is 0 and the most significant bit comes first, so a

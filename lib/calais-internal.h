@@ -104,6 +104,9 @@ struct calais__atr {
 };
 LONG calais__atr_parse(const uint8_t *atr, size_t len, struct calais__atr *out);
 uint8_t calais__atr_inverse_byte(uint8_t b);
+/* Fi and Di for TA1's nibbles (ISO/IEC 7816-3 tables 7 and 8); 0 for reserved values. */
+uint16_t calais__atr_fi(uint8_t index);
+uint8_t calais__atr_di(uint8_t index);
 
 /* PPS (lib/pps.c). What the reader can do: its clock and the data rates it runs. */
 struct calais__pps_caps {

@@ -28,15 +28,13 @@ static bool rate_supported(const struct calais__pps_caps *caps, uint32_t bps)
 void calais__pps_params(const struct calais__atr *a, uint8_t protocol, uint8_t fi_index,
                         uint8_t di_index, uint32_t clock_khz, struct calais__pps_result *out)
 {
-	static const uint16_t fi_table[16] = { 372, 372, 558, 744, 1116, 1488, 1860, 0,
-		                               0,   512, 768, 1024, 1536, 2048, 0,    0 };
-	static const uint8_t di_table[16] = { 0, 1, 2, 4, 8, 16, 32, 64, 12, 20, 0, 0, 0, 0, 0, 0 };
 	memset(out, 0, sizeof(*out));
 	out->protocol = protocol;
 	out->fi_index = fi_index;
 	out->di_index = di_index;
-	out->fi = fi_table[fi_index & 15] ? fi_table[fi_index & 15] : 372;
-	out->di = di_table[di_index & 15] ? di_table[di_index & 15] : 1;
+	/* Reserved values fall back to the defaults (Fd 372, Dd 1). */
+	out->fi = calais__atr_fi(fi_index) ? calais__atr_fi(fi_index) : 372;
+	out->di = calais__atr_di(di_index) ? calais__atr_di(di_index) : 1;
 	out->clock_khz = clock_khz ? clock_khz : 4000;
 	/* etu = Fi / (Di f), in nanoseconds. */
 	out->etu_ns = (uint32_t)((uint64_t)out->fi * 1000000u / ((uint64_t)out->di * out->clock_khz));
@@ -82,11 +80,10 @@ LONG calais__pps_request(const struct calais__atr *a, uint8_t protocol,
 	/* Negotiable mode: the best of TA1 the reader can clock, stepping Di down. */
 	uint8_t fi = a->fi_index, di = a->di_index;
 	static const uint8_t di_order[] = { 7, 6, 9, 5, 8, 4, 3, 2, 1 }; /* 64 32 20 16 12 8 4 2 1 */
-	static const uint8_t di_val[16] = { 0, 1, 2, 4, 8, 16, 32, 64, 12, 20 };
 	bool found = false;
 	struct calais__pps_result r;
 	for (size_t k = 0; k < sizeof(di_order) && !found; k++) {
-		if (di_val[di_order[k]] > di_val[di])
+		if (calais__atr_di(di_order[k]) > calais__atr_di(di))
 			continue;
 		calais__pps_params(a, protocol, fi, di_order[k], clock, &r);
 		if (rate_supported(caps, r.rate_bps)) {

@@ -27,6 +27,16 @@ static size_t hex(const char *s, uint8_t *out)
 	return n;
 }
 
+/* Appends the TCK to an ATR of n bytes; returns the new length. */
+static size_t with_tck(uint8_t *b, size_t n)
+{
+	uint8_t x = 0;
+	for (size_t i = 1; i < n; i++)
+		x ^= b[i];
+	b[n] = x;
+	return n + 1;
+}
+
 static struct calais__atr parse_ok(const char *s)
 {
 	uint8_t b[64];
@@ -87,12 +97,8 @@ Test(atr, t15_clock_stop_and_class)
 	/* 3B 80 80 91 45 1F C3: TD1 80 (T=0), TD2 91 (T=1, TA3 + TD3), TA3 45 (IFSC 69),
 	 * TD3 1F (T=15, TA4), TA4 C3 (clock stop: no preference; classes A and B). */
 	uint8_t b[16] = { 0x3B, 0x80, 0x80, 0x91, 0x45, 0x1F, 0xC3 };
-	uint8_t x = 0;
-	for (int i = 1; i < 7; i++)
-		x ^= b[i];
-	b[7] = x;
 	struct calais__atr a;
-	cr_assert_eq(calais__atr_parse(b, 8, &a), SCARD_S_SUCCESS, "%s", a.reason);
+	cr_assert_eq(calais__atr_parse(b, with_tck(b, 7), &a), SCARD_S_SUCCESS, "%s", a.reason);
 	cr_assert_eq(a.protocols, (1u << 0) | (1u << 1) | (1u << 15));
 	cr_assert_eq(a.first_protocol, 0);
 	cr_assert_eq(a.ifsc, 0x45);
@@ -105,12 +111,8 @@ Test(atr, specific_mode_and_crc)
 	/* TA1 96 (Fi 512, Di 32), TD1 91 (T=1, TA2 + TD2), TA2 81 (specific T=1, not
 	 * changeable), TD2 41 (T=1, TC3), TC3 01 (CRC). */
 	uint8_t b[16] = { 0x3B, 0x90, 0x96, 0x91, 0x81, 0x41, 0x01 };
-	uint8_t x = 0;
-	for (int i = 1; i < 7; i++)
-		x ^= b[i];
-	b[7] = x;
 	struct calais__atr a;
-	cr_assert_eq(calais__atr_parse(b, 8, &a), SCARD_S_SUCCESS, "%s", a.reason);
+	cr_assert_eq(calais__atr_parse(b, with_tck(b, 7), &a), SCARD_S_SUCCESS, "%s", a.reason);
 	cr_assert_eq(a.fi, 512);
 	cr_assert_eq(a.di, 32);
 	cr_assert_eq(a.fmax_khz, 5000);
