@@ -175,7 +175,11 @@ struct calais__t1 {
 	void *user;
 	LONG (*xfer)(void *user, const uint8_t *blk, size_t n, uint8_t *rx, size_t *rx_len,
 	             uint32_t timeout_ms);
+	/* A byte link instead (xfer NULL): recv gets exactly n bytes or SCARD_E_TIMEOUT. */
+	LONG (*send)(void *user, const uint8_t *b, size_t n);
+	LONG (*recv)(void *user, uint8_t *b, size_t n, uint32_t timeout_ms);
 	uint32_t bwt_ms;  /* from the protocol parameters; WTX multiplies it */
+	uint32_t cwt_ms;  /* between characters on a byte link */
 	uint8_t nad;      /* node address byte we send (00: none) */
 	/* State from here on, reset by calais__t1_init(). */
 	uint8_t ns, nr;
@@ -185,6 +189,8 @@ struct calais__t1 {
 	size_t last_len;
 };
 void calais__t1_init(struct calais__t1 *t, const struct calais__atr *a);
+/* Host-initiated ABORT of a chain (S(ABORT request)); RESYNCH when unanswered. */
+LONG calais__t1_abort(struct calais__t1 *t);
 /* IFSD request at start (11.4.2), unless the reader does it itself. */
 LONG calais__t1_set_ifsd(struct calais__t1 *t, uint8_t ifsd);
 /* One APDU of any length (chained by IFSC), the answer reassembled. */

@@ -73,11 +73,38 @@ static LONG xfer(struct calais__t1 *t, uint8_t pcb, const uint8_t *inf, size_t l
 	return calais__t1_resend(t, rx, rx_len, wtx);
 }
 
+/* A block over a byte link: the prologue within BWT, then LEN + EDC bytes, each within
+ * CWT of the previous one (the transport's recv timeout applies per call). */
+static LONG byte_xfer(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32_t timeout)
+{
+	LONG rv = t->send(t->user, t->last, t->last_len);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	if (*rx_len < 3)
+		return SCARD_E_INSUFFICIENT_BUFFER;
+	rv = t->recv(t->user, rx, 1, timeout);
+	if (rv == SCARD_S_SUCCESS)
+		rv = t->recv(t->user, rx + 1, 2, t->cwt_ms ? t->cwt_ms : timeout);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	size_t rest = (size_t)rx[2] + (t->crc ? 2 : 1);
+	if (rx[2] == 0xFF || 3 + rest > *rx_len)
+		return SCARD_F_COMM_ERROR; /* a length no block can have */
+	for (size_t i = 0; i < rest; i++) {
+		rv = t->recv(t->user, rx + 3 + i, 1, t->cwt_ms ? t->cwt_ms : timeout);
+		if (rv != SCARD_S_SUCCESS)
+			return rv == SCARD_E_TIMEOUT ? SCARD_F_COMM_ERROR : rv; /* CWT exceeded */
+	}
+	*rx_len = 3 + rest;
+	return SCARD_S_SUCCESS;
+}
+
 LONG calais__t1_resend(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32_t wtx)
 {
 	size_t cap = *rx_len;
 	uint32_t timeout = t->bwt_ms * (wtx ? wtx : 1);
-	LONG rv = t->xfer(t->user, t->last, t->last_len, rx, rx_len, timeout);
+	LONG rv = t->xfer ? t->xfer(t->user, t->last, t->last_len, rx, rx_len, timeout)
+	                  : byte_xfer(t, rx, rx_len, timeout);
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
 	size_t edc = t->crc ? 2 : 1;
@@ -140,6 +167,20 @@ static LONG s_request(struct calais__t1 *t, const uint8_t *rx, uint8_t *next, si
 	if (type == S_ABORT && (rv == SCARD_S_SUCCESS || rv == SCARD_E_TIMEOUT || rv == SCARD_F_COMM_ERROR))
 		return SCARD_E_CANCELLED;
 	return rv;
+}
+
+LONG calais__t1_abort(struct calais__t1 *t)
+{
+	uint8_t rx[3 + 254 + 2];
+	for (int i = 0; i < MAX_RETRIES; i++) {
+		size_t rl = sizeof(rx);
+		LONG rv = xfer(t, PCB_S | S_ABORT, NULL, 0, rx, &rl, 0);
+		if (rv == SCARD_S_SUCCESS && rx[1] == (PCB_S | S_RESPONSE | S_ABORT))
+			return SCARD_S_SUCCESS;
+		if (rv != SCARD_S_SUCCESS && rv != SCARD_F_COMM_ERROR && rv != SCARD_E_TIMEOUT)
+			return rv;
+	}
+	return resynch(t);
 }
 
 LONG calais__t1_set_ifsd(struct calais__t1 *t, uint8_t ifsd)

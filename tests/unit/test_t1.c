@@ -110,6 +110,11 @@ static LONG card_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, siz
 		} else if (type == 0x01) {
 			c->ifsd = blk[3];
 			frame(c, 0xE1, blk + 3, 1, out, &out_len);
+		} else if (type == 0x02) {
+			c->aborted++;
+			c->cmd_len = 0;
+			c->answering = false;
+			frame(c, 0xE2, NULL, 0, out, &out_len);
 		} else {
 			frame(c, (uint8_t)(0x80 | c->nr << 4 | 2), NULL, 0, out, &out_len);
 		}
@@ -359,4 +364,75 @@ Test(t1, answer_larger_than_the_buffer)
 	size_t len = sizeof(resp);
 	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_E_INSUFFICIENT_BUFFER);
 	free(c);
+}
+
+Test(t1, host_abort)
+{
+	struct card *c = card_new();
+	struct calais__t1 t;
+	t1_for(&t, c, 32);
+	cr_assert_eq(calais__t1_abort(&t), SCARD_S_SUCCESS);
+	cr_assert_eq(c->aborted, 1);
+	free(c);
+}
+
+/* The same card behind a byte link: what it answers is queued byte by byte, and a
+ * "short" fault leaves a block's tail out so the character wait times out. */
+struct link {
+	struct card *card;
+	uint8_t q[400];
+	size_t head, tail;
+	unsigned short_blocks; /* drop the last byte of the next N answers */
+	uint32_t last_timeout;
+};
+
+static LONG l_send(void *user, const uint8_t *b, size_t n)
+{
+	struct link *l = user;
+	uint8_t rx[300];
+	size_t rl = sizeof(rx);
+	l->head = l->tail = 0;
+	LONG rv = card_xfer(l->card, b, n, rx, &rl, 0);
+	if (rv != SCARD_S_SUCCESS)
+		return SCARD_S_SUCCESS; /* the card keeps silent */
+	if (l->short_blocks) {
+		l->short_blocks--;
+		rl--;
+	}
+	memcpy(l->q, rx, rl);
+	l->tail = rl;
+	return SCARD_S_SUCCESS;
+}
+
+static LONG l_recv(void *user, uint8_t *b, size_t n, uint32_t timeout_ms)
+{
+	struct link *l = user;
+	l->last_timeout = timeout_ms;
+	if (l->tail - l->head < n)
+		return SCARD_E_TIMEOUT;
+	memcpy(b, l->q + l->head, n);
+	l->head += n;
+	return SCARD_S_SUCCESS;
+}
+
+Test(t1, byte_link_with_cwt)
+{
+	struct link l = { .card = card_new(), .short_blocks = 1 };
+	struct calais__t1 t;
+	t1_for(&t, l.card, 32);
+	t.xfer = NULL;
+	t.send = l_send;
+	t.recv = l_recv;
+	t.user = &l;
+	t.cwt_ms = 7;
+	static uint8_t cmd[100], resp[200];
+	for (size_t i = 0; i < sizeof(cmd); i++)
+		cmd[i] = (uint8_t)i;
+	size_t len = sizeof(resp);
+	/* The first ack arrives without its LRC: CWT runs out, an R-block recovers. */
+	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_S_SUCCESS);
+	cr_assert_eq(len, sizeof(cmd) + 2);
+	cr_assert_arr_eq(resp, cmd, sizeof(cmd));
+	cr_assert_eq(l.last_timeout, 7, "characters are waited for CWT");
+	free(l.card);
 }
