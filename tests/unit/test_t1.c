@@ -39,7 +39,8 @@ static void frame(struct card *c, uint8_t pcb, const uint8_t *inf, size_t len, u
 	out[0] = 0;
 	out[1] = pcb;
 	out[2] = (uint8_t)len;
-	memcpy(out + 3, inf, len);
+	if (len)
+		memcpy(out + 3, inf, len);
 	size_t n = 3 + len;
 	n += calais__t1_edc(c->crc, out, n, out + n);
 	*out_len = n;

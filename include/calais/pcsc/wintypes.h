@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The Windows-style scalar types of the PC/SC API, with pcsc-lite's sizes: on Linux and
- * the BSDs DWORD and LONG are C longs (8 bytes on LP64); on macOS they are 32-bit, as in
- * Apple's PC/SC framework. Calais' own copy, so no pcsc-lite header is needed. */
+/* The Windows-style scalar and pointer type names the PC/SC API is written in, sized as
+ * pcsc-lite sizes them, so Calais needs no pcsc-lite header. */
+
+/* The guard is pcsc-lite's own, on purpose: whichever copy a program includes first
+ * wins, and the other cannot redefine the types. */
 #ifndef __wintypes_h__
 #define __wintypes_h__
 
@@ -9,61 +11,77 @@
 extern "C" {
 #endif
 
+/*
+ * Sizes are the whole point of this file.
+ *
+ * Linux, the BSDs and every other non-Apple system: DWORD, ULONG and LONG are C longs,
+ * so 8 bytes on LP64. This is pcsc-lite's ABI (not Windows'), and libpcsclite.so.1
+ * callers depend on it.
+ *
+ * macOS: Apple's PCSC.framework uses fixed 32-bit types and packs its structures;
+ * pcsc-lite follows it there, and so do we.
+ *
+ * Windows (_WIN32): not a pcsc-lite platform. We give the same names with the
+ * non-Apple definitions; long is 32 bits on Windows, so DWORD and LONG come out the
+ * width winscard.dll uses, but nothing here is meant to mix with <windows.h>.
+ */
+
 #if defined(__APPLE__)
+
 #include <stdint.h>
 
+/* Some headers (and older Apple SDKs) already define BYTE as a macro. */
 #ifndef BYTE
 typedef uint8_t BYTE;
 #endif
 typedef uint8_t UCHAR;
-typedef UCHAR *PUCHAR;
 typedef uint16_t USHORT;
+typedef uint16_t WORD;
+typedef uint32_t DWORD;
+typedef int32_t LONG;
+
+/* CoreFoundation's CFPlugInCOM.h defines these three itself. */
 #ifndef __COREFOUNDATION_CFPLUGINCOM__
+typedef int16_t BOOL;
 typedef uint32_t ULONG;
 typedef void *LPVOID;
-typedef int16_t BOOL;
 #endif
-typedef ULONG *PULONG;
-typedef const void *LPCVOID;
-typedef uint32_t DWORD;
-typedef DWORD *PDWORD;
-typedef uint16_t WORD;
-typedef int32_t LONG;
-typedef const char *LPCSTR;
-typedef const BYTE *LPCBYTE;
-typedef BYTE *LPBYTE;
-typedef DWORD *LPDWORD;
-typedef char *LPSTR;
 
-#else
+#else /* !__APPLE__ */
 
 #ifndef BYTE
 typedef unsigned char BYTE;
 #endif
 typedef unsigned char UCHAR;
-typedef UCHAR *PUCHAR;
 typedef unsigned short USHORT;
+typedef unsigned short WORD;
+typedef short BOOL;
+typedef unsigned long DWORD;
+typedef long LONG;
+
 #ifndef __COREFOUNDATION_CFPLUGINCOM__
 typedef unsigned long ULONG;
 typedef void *LPVOID;
 #endif
-typedef const void *LPCVOID;
-typedef unsigned long DWORD;
-typedef DWORD *PDWORD;
-typedef long LONG;
-typedef const char *LPCSTR;
-typedef const BYTE *LPCBYTE;
-typedef BYTE *LPBYTE;
-typedef DWORD *LPDWORD;
-typedef char *LPSTR;
 
-/* Deprecated names that old drivers and applications still use. */
+#endif /* __APPLE__ */
+
+/* Pointer names, the same on every platform. */
+typedef UCHAR *PUCHAR;
+typedef ULONG *PULONG;
+typedef DWORD *PDWORD;
+typedef DWORD *LPDWORD;
+typedef BYTE *LPBYTE;
+typedef const BYTE *LPCBYTE;
+typedef const void *LPCVOID;
+typedef char *LPSTR;
+typedef const char *LPCSTR;
+
+#if !defined(__APPLE__)
+/* The "T" (TCHAR) spellings: deprecated, but old drivers and applications still use
+ * them. pcsc-lite has them everywhere but macOS, so we follow. */
 typedef LPSTR LPTSTR;
 typedef LPCSTR LPCTSTR;
-typedef short BOOL;
-typedef unsigned short WORD;
-typedef ULONG *PULONG;
-
 #endif
 
 #ifdef __cplusplus
