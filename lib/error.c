@@ -1,43 +1,56 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Text and names for PC/SC return codes, from the one list in error-list.h. */
-#include "calais-internal.h"
-
+/* Text and symbolic names for PC/SC return codes, both from the list in error-list.h. */
 #include <stdio.h>
 
-static const struct {
-	LONG code;
-	const char *name;
-	const char *text;
-} errors[] = {
-#define CALAIS__ERR(name, text) { name, #name, text },
 #include "error-list.h"
-#undef CALAIS__ERR
-};
 
-#if defined(_MSC_VER)
-#define THREAD_LOCAL __declspec(thread)
+#if defined(_MSC_VER) && !defined(__clang__)
+#define CALAIS__THREAD_LOCAL __declspec(thread)
 #else
-#define THREAD_LOCAL _Thread_local
+#define CALAIS__THREAD_LOCAL _Thread_local
 #endif
+
+/* Switches rather than tables: a value listed twice is a compile error. */
 
 const char *calais__error_name(LONG rv)
 {
-	for (size_t i = 0; i < CALAIS__ARRAY_SIZE(errors); i++)
-		if (errors[i].code == rv)
-			return errors[i].name;
-	return NULL;
+	switch (rv) {
+#define CALAIS__ERR_NAME(name, text)                                                   \
+	case name:                                                                     \
+		return #name;
+		CALAIS__PCSC_ERROR_MAP(CALAIS__ERR_NAME)
+#undef CALAIS__ERR_NAME
+	default:
+		return NULL;
+	}
 }
 
-/* pcsc-lite's contract: the text lives in a per-thread buffer, overwritten by the next
- * call from the same thread; unknown codes read "Unknown error: 0x%08lX". */
+static const char *error_text(LONG rv)
+{
+	switch (rv) {
+#define CALAIS__ERR_TEXT(name, text)                                                   \
+	case name:                                                                     \
+		return text;
+		CALAIS__PCSC_ERROR_MAP(CALAIS__ERR_TEXT)
+#undef CALAIS__ERR_TEXT
+	default:
+		return NULL;
+	}
+}
+
+/* pcsc-lite's contract, kept to the letter: the result is in one buffer per thread,
+ * overwritten by that thread's next call (two calls in one printf() print the same
+ * text twice, as with pcsc-lite), and codes without text read "Unknown error: 0x%08lX"
+ * with the code as an unsigned DWORD. */
 const char *pcsc_stringify_error(const LONG rv)
 {
-	static THREAD_LOCAL char buf[128];
-	for (size_t i = 0; i < CALAIS__ARRAY_SIZE(errors); i++)
-		if (errors[i].code == rv) {
-			snprintf(buf, sizeof(buf), "%s", errors[i].text);
-			return buf;
-		}
-	snprintf(buf, sizeof(buf), "Unknown error: 0x%08lX", (unsigned long)rv);
+	/* pcsc-lite's size; every text fits, and so does a 64-bit code in hex. */
+	static CALAIS__THREAD_LOCAL char buf[75];
+	const char *text = error_text(rv);
+
+	if (text)
+		snprintf(buf, sizeof(buf), "%s", text);
+	else
+		snprintf(buf, sizeof(buf), "Unknown error: 0x%08lX", (unsigned long)(DWORD)rv);
 	return buf;
 }

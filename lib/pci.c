@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The protocol control information objects of the PC/SC API (16-byte data objects on
- * LP64, as pcsc-lite exports them). */
+/* The three protocol control information objects of the PC/SC API (SCARD_PCI_T0,
+ * SCARD_PCI_T1, SCARD_PCI_RAW): data symbols, as pcsc-lite exports them. */
 #include "calais/pcsc/pcsclite.h"
 
-const SCARD_IO_REQUEST g_rgSCardT0Pci = { SCARD_PROTOCOL_T0, sizeof(SCARD_IO_REQUEST) };
-const SCARD_IO_REQUEST g_rgSCardT1Pci = { SCARD_PROTOCOL_T1, sizeof(SCARD_IO_REQUEST) };
-const SCARD_IO_REQUEST g_rgSCardRawPci = { SCARD_PROTOCOL_RAW, sizeof(SCARD_IO_REQUEST) };
+/* cbPciLength covers the header alone: no protocol-specific data follows it. */
+#define CALAIS__PCI(protocol) { (protocol), sizeof(SCARD_IO_REQUEST) }
+
+CALAIS_PCSC_API const SCARD_IO_REQUEST g_rgSCardT0Pci = CALAIS__PCI(SCARD_PROTOCOL_T0);
+CALAIS_PCSC_API const SCARD_IO_REQUEST g_rgSCardT1Pci = CALAIS__PCI(SCARD_PROTOCOL_T1);
+CALAIS_PCSC_API const SCARD_IO_REQUEST g_rgSCardRawPci = CALAIS__PCI(SCARD_PROTOCOL_RAW);
