@@ -3,8 +3,10 @@
  * SCardGetStatusChange on every reader and `\\?PnP?\Notification`, and prints reader
  * arrivals and removals, card insertions (with the ATR) and removals, and state changes.
  *
- *   calais-scan [--sim] [--once] [--count N] [--timeout S]
+ *   calais-scan [--sim] [--once] [--verbose] [--count N] [--timeout S]
+ *   calais-scan --atr HEX
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,12 +22,27 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: calais-scan [--sim] [--once] [--verbose] [--count N] [--timeout S]\n"
 	           "       calais-scan --atr HEX\n"
-	           "  --atr HEX    decode an ATR (exit status 1 when malformed)\n"
-	           "  --verbose    decode every ATR seen\n"
 	           "  --sim        simulated reader whose demo card comes and goes on a timer\n"
 	           "  --once       print the current state and exit\n"
-	           "  --count N    exit after N events\n"
-	           "  --timeout S  exit after S seconds\n");
+	           "  --count N    exit after N events (reader or card changes)\n"
+	           "  --timeout S  exit after S seconds\n"
+	           "  --verbose    decode every ATR seen\n"
+	           "  --atr HEX    decode an ATR (exit status 1 when malformed)\n"
+	           "  -h, --help   this text\n");
+}
+
+/* Parses a non-negative decimal number for --count and --timeout. */
+static bool parse_count(const char *opt, const char *s, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 0) {
+		fprintf(stderr, "calais-scan: %s needs a non-negative number, not \"%s\"\n", opt, s);
+		return false;
+	}
+	*out = v;
+	return true;
 }
 
 static void stamp(void)
@@ -55,11 +72,12 @@ static void print_state(DWORD s)
 			printf("%s%s", sep, bits[i].name);
 			sep = "|";
 		}
+	/* The high word counts the card events the reader has seen. */
 	printf(" (events %lu)", (unsigned long)(s >> 16));
 }
 
-/* Prints an ATR, its card name from pcsc-tools' list when installed, and (verbose) its
- * decoding. Returns false for a malformed ATR. */
+/* The ATR hook: prints an ATR, its card name from pcsc-tools' list when installed, and
+ * (verbose) its decoding. Returns false for a malformed ATR. */
 static bool describe_atr(const BYTE *atr, DWORD len, bool verbose)
 {
 	char text[4096];
@@ -112,29 +130,89 @@ static int decode_atr_arg(const char *s)
 	return describe_atr(atr, n, true) ? 0 : 1;
 }
 
-/* --sim: a simulated reader whose demo card is inserted and removed on a timer. */
-static volatile int sim_stop;
+/* ---- --sim: a simulated reader whose demo card is inserted and removed on a timer ---- */
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* signalled when stop is set */
+	bool stop;           /* lock */
+	calais_sim_reader *reader;
+} sim = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* Sleeps for ms milliseconds unless asked to stop; returns false when asked to stop. */
+static bool sim_sleep(long ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&sim.lock);
+	while (!sim.stop && pthread_cond_timedwait(&sim.cond, &sim.lock, &until) != ETIMEDOUT)
+		;
+	bool go_on = !sim.stop;
+	pthread_mutex_unlock(&sim.lock);
+	return go_on;
+}
+
 static void *sim_timer(void *arg)
 {
-	calais_sim_reader *r = arg;
-	struct timespec half = { 0, 500 * 1000000L }, pause = { 1, 500 * 1000000L };
-	while (!sim_stop) {
-		nanosleep(&half, NULL);
-		if (sim_stop)
+	(void)arg;
+	for (;;) {
+		if (!sim_sleep(500))
 			break;
-		calais_sim_card_insert(r, calais_sim_democard());
-		nanosleep(&pause, NULL);
-		if (sim_stop)
+		LONG rv = calais_sim_card_insert(sim.reader, calais_sim_democard());
+		if (rv != SCARD_S_SUCCESS)
+			fprintf(stderr, "calais_sim_card_insert: %s\n", pcsc_stringify_error(rv));
+		if (!sim_sleep(1500))
 			break;
-		calais_sim_card_remove(r);
+		rv = calais_sim_card_remove(sim.reader);
+		if (rv != SCARD_S_SUCCESS)
+			fprintf(stderr, "calais_sim_card_remove: %s\n", pcsc_stringify_error(rv));
 	}
 	return NULL;
 }
 
+/* Adds the simulated reader and starts the timer thread. */
+static bool sim_start(pthread_t *thread)
+{
+	LONG rv = calais_sim_reader_add("Calais Virtual Reader", &sim.reader);
+	if (rv != SCARD_S_SUCCESS) {
+		fprintf(stderr, "calais_sim_reader_add: %s\n", pcsc_stringify_error(rv));
+		return false;
+	}
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&sim.cond, &attr);
+	pthread_condattr_destroy(&attr);
+	if (pthread_create(thread, NULL, sim_timer, NULL) != 0) {
+		fprintf(stderr, "calais-scan: cannot start the simulation thread\n");
+		pthread_cond_destroy(&sim.cond);
+		return false;
+	}
+	return true;
+}
+
+static void sim_stop(pthread_t thread)
+{
+	pthread_mutex_lock(&sim.lock);
+	sim.stop = true;
+	pthread_cond_signal(&sim.cond);
+	pthread_mutex_unlock(&sim.lock);
+	pthread_join(thread, NULL);
+	pthread_cond_destroy(&sim.cond);
+}
+
+/* ---- the watched readers ------------------------------------------------------------- */
+
 struct watch {
 	SCARD_READERSTATE *rs; /* rs[0] is the PnP pseudo-reader */
-	char **names;
-	DWORD n;
+	char **names;          /* names[0] unused */
+	DWORD n;               /* entries in rs, PnP included */
 };
 
 static void watch_free(struct watch *w)
@@ -146,103 +224,156 @@ static void watch_free(struct watch *w)
 	w->rs = NULL, w->names = NULL, w->n = 0;
 }
 
-/* Rebuilds the list of watched readers, keeping the known state of those still there. */
-static LONG watch_build(SCARDCONTEXT ctx, struct watch *w, bool announce)
+static bool watch_has(const struct watch *w, const char *name)
 {
+	for (DWORD i = 1; i < w->n; i++)
+		if (strcmp(w->names[i], name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Rebuilds the list of watched readers, keeping the known state of those still there.
+ * With announce, prints each reader added or removed and adds their number to *changes.
+ */
+static LONG watch_build(SCARDCONTEXT ctx, struct watch *w, bool announce, long *changes)
+{
+	/* The PnP state is read before the list, so a reader that comes or goes between the
+	 * two is reported by the next wait. */
+	SCARD_READERSTATE pnp = { .szReader = PNP };
+	if (w->n)
+		pnp.dwCurrentState = w->rs[0].dwCurrentState;
+	LONG rv = SCardGetStatusChange(ctx, 0, &pnp, 1);
+	if (rv != SCARD_S_SUCCESS && rv != SCARD_E_TIMEOUT)
+		return rv;
+
 	char *list = NULL;
 	DWORD len = SCARD_AUTOALLOCATE;
-	LONG rv = SCardListReaders(ctx, NULL, (LPSTR)&list, &len);
-	if (rv != SCARD_S_SUCCESS && rv != SCARD_E_NO_READERS_AVAILABLE)
+	rv = SCardListReaders(ctx, NULL, (LPSTR)&list, &len);
+	if (rv == SCARD_E_NO_READERS_AVAILABLE)
+		list = NULL;
+	else if (rv != SCARD_S_SUCCESS)
 		return rv;
 	DWORD count = 1;
-	for (const char *p = list ? list : ""; rv == SCARD_S_SUCCESS && *p; p += strlen(p) + 1)
+	for (const char *p = list; p && *p; p += strlen(p) + 1)
 		count++;
-	struct watch nw = { calloc(count, sizeof(SCARD_READERSTATE)), calloc(count, sizeof(char *)), count };
-	if (!nw.rs || !nw.names) {
-		free(nw.rs), free(nw.names);
-		if (list)
-			SCardFreeMemory(ctx, list);
-		return SCARD_E_NO_MEMORY;
+
+	struct watch nw = { calloc(count, sizeof(*nw.rs)), calloc(count, sizeof(*nw.names)), 1 };
+	rv = nw.rs && nw.names ? SCARD_S_SUCCESS : SCARD_E_NO_MEMORY;
+	if (rv == SCARD_S_SUCCESS) {
+		nw.rs[0].szReader = PNP;
+		nw.rs[0].dwCurrentState = pnp.dwEventState & ~SCARD_STATE_CHANGED;
 	}
-	nw.rs[0].szReader = PNP;
-	nw.rs[0].dwCurrentState = w->n ? w->rs[0].dwEventState & ~SCARD_STATE_CHANGED : 0;
-	DWORD i = 1;
-	for (const char *p = list ? list : ""; rv == SCARD_S_SUCCESS && *p; p += strlen(p) + 1, i++) {
-		nw.names[i] = strdup(p);
+	for (const char *p = list; rv == SCARD_S_SUCCESS && p && *p; p += strlen(p) + 1) {
+		DWORD i = nw.n;
+		if (!(nw.names[i] = strdup(p))) {
+			rv = SCARD_E_NO_MEMORY;
+			break;
+		}
+		nw.n++;
 		nw.rs[i].szReader = nw.names[i];
-		bool known = false;
+		nw.rs[i].dwCurrentState = SCARD_STATE_UNAWARE;
 		for (DWORD k = 1; k < w->n; k++)
-			if (strcmp(w->names[k], p) == 0) {
+			if (strcmp(w->names[k], p) == 0)
 				nw.rs[i].dwCurrentState = w->rs[k].dwCurrentState;
-				known = true;
-			}
-		if (!known && announce) {
+		if (announce && !watch_has(w, p)) {
 			stamp();
 			printf("Reader added: %s\n", p);
+			++*changes;
 		}
 	}
-	for (DWORD k = 1; announce && k < w->n; k++) {
-		bool still = false;
-		for (DWORD j = 1; j < nw.n; j++)
-			still |= strcmp(nw.names[j], w->names[k]) == 0;
-		if (!still) {
+	for (DWORD k = 1; rv == SCARD_S_SUCCESS && announce && k < w->n; k++)
+		if (!watch_has(&nw, w->names[k])) {
 			stamp();
 			printf("Reader removed: %s\n", w->names[k]);
+			++*changes;
 		}
-	}
 	if (list)
 		SCardFreeMemory(ctx, list);
+	if (rv != SCARD_S_SUCCESS) {
+		watch_free(&nw);
+		return rv;
+	}
 	watch_free(w);
 	*w = nw;
 	return SCARD_S_SUCCESS;
 }
 
+/* Prints the changes SCardGetStatusChange() reported for the readers; returns how many
+ * events they were (a reader's first state, already current, is not an event). */
+static long report_readers(struct watch *w, bool verbose)
+{
+	long events = 0;
+	for (DWORD i = 1; i < w->n; i++) {
+		SCARD_READERSTATE *e = &w->rs[i];
+		if (!(e->dwEventState & SCARD_STATE_CHANGED))
+			continue;
+		DWORD before = e->dwCurrentState, now = e->dwEventState & ~SCARD_STATE_CHANGED;
+		stamp();
+		printf("%s: ", e->szReader);
+		if ((now & SCARD_STATE_PRESENT) && !(before & SCARD_STATE_PRESENT))
+			printf("%s", before == SCARD_STATE_UNAWARE ? "card present, " : "card inserted, ");
+		else if ((now & SCARD_STATE_EMPTY) && (before & SCARD_STATE_PRESENT))
+			printf("card removed, ");
+		print_state(now);
+		printf("\n");
+		if ((now & SCARD_STATE_PRESENT) && e->cbAtr &&
+		    (!(before & SCARD_STATE_PRESENT) || verbose))
+			describe_atr(e->rgbAtr, e->cbAtr, verbose);
+		if (before != SCARD_STATE_UNAWARE)
+			events++;
+		e->dwCurrentState = now;
+	}
+	return events;
+}
+
 int main(int argc, char **argv)
 {
-	bool sim = false, once = false, verbose = false;
+	bool use_sim = false, once = false, verbose = false;
 	long count = -1, timeout = -1;
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--sim") == 0)
-			sim = true;
-		else if (strcmp(argv[i], "--atr") == 0 && i + 1 < argc)
+		const char *a = argv[i];
+		bool has_value = i + 1 < argc;
+		if (strcmp(a, "--sim") == 0) {
+			use_sim = true;
+		} else if (strcmp(a, "--atr") == 0 && has_value) {
 			return decode_atr_arg(argv[i + 1]);
-		else if (strcmp(argv[i], "--verbose") == 0)
+		} else if (strcmp(a, "--verbose") == 0) {
 			verbose = true;
-		else if (strcmp(argv[i], "--once") == 0)
+		} else if (strcmp(a, "--once") == 0) {
 			once = true;
-		else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
-			count = strtol(argv[++i], NULL, 10);
-		else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
-			timeout = strtol(argv[++i], NULL, 10);
-		else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-			return usage(stdout), 0;
-		else
-			return usage(stderr), 2;
+		} else if (strcmp(a, "--count") == 0 && has_value) {
+			if (!parse_count(a, argv[++i], &count))
+				return 2;
+		} else if (strcmp(a, "--timeout") == 0 && has_value) {
+			if (!parse_count(a, argv[++i], &timeout))
+				return 2;
+		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return 2;
+		}
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	pthread_t timer;
-	bool have_timer = false;
-	if (sim) {
-		calais_sim_reader *r;
-		LONG rv = calais_sim_reader_add("Calais Virtual Reader", &r);
-		if (rv != SCARD_S_SUCCESS) {
-			fprintf(stderr, "calais_sim_reader_add: %s\n", pcsc_stringify_error(rv));
-			return 1;
-		}
-		have_timer = pthread_create(&timer, NULL, sim_timer, r) == 0;
-	}
+	if (use_sim && !sim_start(&timer))
+		return 1;
 
+	int status = 1;
 	SCARDCONTEXT ctx;
+	struct watch w = { 0 };
+	long events = 0;
 	LONG rv = SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx);
 	if (rv != SCARD_S_SUCCESS) {
 		fprintf(stderr, "SCardEstablishContext: %s\n", pcsc_stringify_error(rv));
-		return 1;
+		goto out;
 	}
-	struct watch w = { 0 };
-	if ((rv = watch_build(ctx, &w, false)) != SCARD_S_SUCCESS) {
+	if ((rv = watch_build(ctx, &w, false, &events)) != SCARD_S_SUCCESS) {
 		fprintf(stderr, "SCardListReaders: %s\n", pcsc_stringify_error(rv));
-		return 1;
+		goto out_ctx;
 	}
 	printf("%lu reader(s)\n", (unsigned long)(w.n - 1));
 	for (DWORD i = 1; i < w.n; i++)
@@ -250,8 +381,7 @@ int main(int argc, char **argv)
 
 	struct timespec start;
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	long events = 0;
-	int status = 0;
+	status = 0;
 	for (;;) {
 		DWORD wait = INFINITE;
 		if (once) {
@@ -268,47 +398,31 @@ int main(int argc, char **argv)
 		rv = SCardGetStatusChange(ctx, wait, w.rs, w.n);
 		if (rv == SCARD_E_TIMEOUT)
 			break;
+		if (rv == SCARD_S_SUCCESS && (w.rs[0].dwEventState & SCARD_STATE_CHANGED))
+			rv = SCARD_E_UNKNOWN_READER; /* the reader list changed: rebuild it */
+		bool rebuilt = rv == SCARD_E_UNKNOWN_READER;
+		if (rebuilt) {
+			/* A new reader's state comes with the next wait, which returns at once
+			 * since the reader is new to it (UNAWARE). */
+			rv = watch_build(ctx, &w, true, &events);
+		} else if (rv == SCARD_S_SUCCESS) {
+			events += report_readers(&w, verbose);
+		}
 		if (rv != SCARD_S_SUCCESS) {
-			fprintf(stderr, "SCardGetStatusChange: %s\n", pcsc_stringify_error(rv));
+			fprintf(stderr, "calais-scan: %s\n", pcsc_stringify_error(rv));
 			status = 1;
 			break;
 		}
-		if (w.rs[0].dwEventState & SCARD_STATE_CHANGED) {
-			events++;
-			if (watch_build(ctx, &w, true) != SCARD_S_SUCCESS)
-				break;
-			continue; /* the new reader's state comes on the next round */
-		}
-		for (DWORD i = 1; i < w.n; i++) {
-			SCARD_READERSTATE *e = &w.rs[i];
-			if (!(e->dwEventState & SCARD_STATE_CHANGED))
-				continue;
-			DWORD before = e->dwCurrentState, now = e->dwEventState;
-			stamp();
-			printf("%s: ", e->szReader);
-			if ((now & SCARD_STATE_PRESENT) && !(before & SCARD_STATE_PRESENT))
-				printf("card inserted, ");
-			else if ((now & SCARD_STATE_EMPTY) && (before & SCARD_STATE_PRESENT))
-				printf("card removed, ");
-			print_state(now & ~SCARD_STATE_CHANGED);
-			printf("\n");
-			if (now & SCARD_STATE_PRESENT && e->cbAtr)
-				describe_atr(e->rgbAtr, e->cbAtr, verbose);
-			if (before != SCARD_STATE_UNAWARE)
-				events++;
-			e->dwCurrentState = now & ~SCARD_STATE_CHANGED;
-		}
-		w.rs[0].dwCurrentState = w.rs[0].dwEventState & ~SCARD_STATE_CHANGED;
-		if (once || (count >= 0 && events >= count))
+		if ((once && !rebuilt) || (count >= 0 && events >= count))
 			break;
 	}
 	printf("%ld event(s)\n", events);
+out_ctx:
 	watch_free(&w);
 	SCardReleaseContext(ctx);
-	if (have_timer) {
-		sim_stop = 1;
-		pthread_join(timer, NULL);
-	}
+out:
+	if (use_sim)
+		sim_stop(timer);
 	calais_shutdown();
 	return status;
 }
