@@ -274,7 +274,9 @@ static LONG do_start(const struct calais_config *cfg)
 	seed_rng();
 	m->stopping = false;
 	m->running = true;
-	m->pnp_counter = 0;
+	/* Never 0: callers pass 0 to mean "no count known", so the first reader arrival
+	 * after they read the state must already differ from what they hold. */
+	m->pnp_counter = 1;
 	m->worker_wake = false;
 	if (calais__thread_create(&m->worker, worker_main, NULL) != 0) {
 		m->running = false;

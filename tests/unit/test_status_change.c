@@ -152,6 +152,23 @@ Test(status_change, pnp_notification)
 	assert_rv(SCardGetStatusChange(t_ctx, 0, &lower, 1), SCARD_E_TIMEOUT);
 }
 
+Test(status_change, first_reader_arrival_between_two_calls)
+{
+	calais_shutdown();
+	struct calais_config cfg;
+	calais_config_init(&cfg);
+	cfg.backends = "";
+	assert_rv(calais_start(&cfg), SCARD_S_SUCCESS);
+	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &t_ctx), SCARD_S_SUCCESS);
+	SCARD_READERSTATE pnp = { .szReader = PNP };
+	assert_rv(SCardGetStatusChange(t_ctx, 0, &pnp, 1), SCARD_E_TIMEOUT);
+	cr_assert_neq(pnp.dwEventState >> 16, 0, "the counter is never 0");
+	pnp.dwCurrentState = pnp.dwEventState;
+	t_add_reader("Late", NULL);
+	assert_rv(SCardGetStatusChange(t_ctx, 0, &pnp, 1), SCARD_S_SUCCESS);
+	cr_assert(pnp.dwEventState & SCARD_STATE_CHANGED);
+}
+
 static LONG unplug_after(void *arg)
 {
 	t_sleep_ms(100);
