@@ -236,8 +236,10 @@ static LONG do_start(const struct calais_config *cfg)
 						calais__err("unknown backend \"%.*s\"", (int)len, p);
 						return SCARD_E_INVALID_VALUE;
 					}
-					calais__warn("CALAIS_BACKENDS: unknown backend \"%.*s\" ignored",
-					             (int)len, p);
+					/* Said even at the default (silent) level, as for a bad
+					 * CALAIS_LOG: a typo would otherwise just show no readers. */
+					fprintf(stderr, "calais: CALAIS_BACKENDS: unknown backend \"%.*s\" "
+					                "ignored\n", (int)len, p);
 				} else {
 					bool dup = false;
 					for (size_t i = 0; i < n_want; i++)

@@ -246,7 +246,8 @@ struct calais_backend {
  * @brief Registers a third-party backend and enables it.
  *
  * On a running manager the backend starts at once (its init() is called before this
- * returns); otherwise at the next start. @p backend must stay valid until
+ * returns); otherwise at the next start. calais_shutdown() forgets every registered
+ * backend: register again before starting anew. @p backend must stay valid until
  * calais_shutdown() returns.
  * @returns SCARD_S_SUCCESS; SCARD_E_INVALID_PARAMETER (NULL, missing mandatory member,
  *  abi_version newer than this library); SCARD_E_DUPLICATE_READER (name taken);
