@@ -380,5 +380,6 @@ void calais__contexts_free_all(void);
 
 /* Built-in backends (lib/backends.c lists them). */
 extern const struct calais_backend calais__backend_sim;
+extern const struct calais_backend calais__backend_ccid;
 
 #endif /* CALAIS_INTERNAL_H */

@@ -29,6 +29,9 @@ static const struct {
 #if defined(CALAIS_HAVE_SIM)
 	{ &calais__backend_sim, false },
 #endif
+#if defined(CALAIS_HAVE_CCID)
+	{ &calais__backend_ccid, true },
+#endif
 	{ NULL, false },
 };
 

@@ -7,6 +7,18 @@
 
 #include "calais-internal.h"
 
+#include <stdatomic.h>
+
+#define calais__ccid_log(level, ...)                                                 \
+	do {                                                                         \
+		if (calais__log_level >= (level))                                    \
+			calais__log((level), "ccid", __VA_ARGS__);                   \
+	} while (0)
+#define ccid_err(...) calais__ccid_log(CALAIS_LOG_ERROR, __VA_ARGS__)
+#define ccid_warn(...) calais__ccid_log(CALAIS_LOG_WARNING, __VA_ARGS__)
+#define ccid_info(...) calais__ccid_log(CALAIS_LOG_INFO, __VA_ARGS__)
+#define ccid_dbg(...) calais__ccid_log(CALAIS_LOG_DEBUG, __VA_ARGS__)
+
 /* dwFeatures bits (CCID 1.1 table 5.1-1). */
 #define CALAIS__CCID_AUTO_PARAM_ATR 0x00000002u
 #define CALAIS__CCID_AUTO_PPS_ACTIVE 0x00000040u
@@ -48,6 +60,133 @@ struct calais__ccid_strategy {
 	bool pin_verify, pin_modify;
 	uint32_t max_apdu;     /* the largest command the reader takes (SCARD_ATTR_MAXINPUT) */
 };
+
+/* ---- the message layer (ccid-msg.c): one implementation for USB and serial ---------- */
+
+/* PC_to_RDR message types (CCID 1.1 section 6.1). */
+enum {
+	CALAIS__PC_SET_PARAMETERS = 0x61,
+	CALAIS__PC_ICC_POWER_ON = 0x62,
+	CALAIS__PC_ICC_POWER_OFF = 0x63,
+	CALAIS__PC_GET_SLOT_STATUS = 0x65,
+	CALAIS__PC_SECURE = 0x69,
+	CALAIS__PC_T0APDU = 0x6A,
+	CALAIS__PC_ESCAPE = 0x6B,
+	CALAIS__PC_GET_PARAMETERS = 0x6C,
+	CALAIS__PC_RESET_PARAMETERS = 0x6D,
+	CALAIS__PC_ICC_CLOCK = 0x6E,
+	CALAIS__PC_XFR_BLOCK = 0x6F,
+	CALAIS__PC_MECHANICAL = 0x71,
+	CALAIS__PC_ABORT = 0x72,
+	CALAIS__PC_SET_RATE_CLOCK = 0x73,
+};
+/* RDR_to_PC message types (section 6.2) and interrupt messages (6.3). */
+enum {
+	CALAIS__RDR_DATA_BLOCK = 0x80,
+	CALAIS__RDR_SLOT_STATUS = 0x81,
+	CALAIS__RDR_PARAMETERS = 0x82,
+	CALAIS__RDR_ESCAPE = 0x83,
+	CALAIS__RDR_RATE_CLOCK = 0x84,
+	CALAIS__RDR_NOTIFY_SLOT_CHANGE = 0x50,
+	CALAIS__RDR_HARDWARE_ERROR = 0x51,
+};
+
+#define CALAIS__CCID_HEADER 10
+/* The largest message the layer handles: an extended APDU's worth plus headers. */
+#define CALAIS__CCID_MSG_MAX (CALAIS__CCID_HEADER + 65536 + 8)
+/* Replies with a stale bSeq discarded before giving up. */
+#define CALAIS__CCID_MAX_STALE 10
+/* Time extension requests honoured for one command before calling it a storm. */
+#define CALAIS__CCID_MAX_TIME_EXT 1000
+
+/* A CCID device as the message layer sees it: a message pipe (USB bulk pipes, or a
+ * framed serial line) and its state. One command is in flight per device at a time
+ * (which respects any bMaxCCIDBusySlots): callers hold `lock` around a whole exchange,
+ * chained messages included. */
+struct calais__ccid_port {
+	void *user;
+	/* Sends one whole message. */
+	LONG (*send)(void *user, const uint8_t *msg, size_t n, uint32_t timeout_ms);
+	/* Receives one whole message into buf (cap bytes); SCARD_E_TIMEOUT after
+	 * timeout_ms; SCARD_F_COMM_ERROR for a message longer than cap. */
+	LONG (*recv)(void *user, uint8_t *buf, size_t cap, size_t *n, uint32_t timeout_ms);
+	/* Optional: the transport half of the abort procedure (USB class request ABORT). */
+	LONG (*abort)(void *user, uint8_t slot, uint8_t seq);
+	/* Optional: brings the pipe back after an error (USB clear halt). */
+	void (*recover)(void *user);
+	const char *name;  /* for logs */
+	uint32_t max_msg;  /* dwMaxCCIDMessageLength, clamped to CALAIS__CCID_MSG_MAX */
+
+	calais__mutex_t lock;
+	uint8_t seq;       /* shared by every slot of the device */
+	atomic_bool gone;   /* the device went away: every command fails at once */
+	atomic_bool cancel; /* cancel(): the command in flight is aborted */
+	uint8_t *tx, *rx;  /* max_msg bytes each */
+};
+
+/* A reply, its payload inside port->rx (valid while port->lock is held). */
+struct calais__ccid_reply {
+	uint8_t type, slot, seq, status, error, param;
+	const uint8_t *data;
+	size_t len;
+};
+
+LONG calais__ccid_port_init(struct calais__ccid_port *p, uint32_t max_msg);
+void calais__ccid_port_free(struct calais__ccid_port *p);
+/* One command and its reply; port->lock held. hdr: the three message-specific bytes.
+ * Honours time extensions, discards stale replies, runs the abort procedure on timeout
+ * or cancel. A failed command returns its bError mapped to a PC/SC code, with *rep
+ * filled so the caller may treat some (SetParameters, Secure) its own way. */
+LONG calais__ccid_command(struct calais__ccid_port *p, uint8_t type, uint8_t slot,
+                          const uint8_t hdr[3], const uint8_t *data, size_t n,
+                          struct calais__ccid_reply *rep, uint32_t timeout_ms);
+/* Checks a received message (untrusted bytes) against the command it answers. */
+LONG calais__ccid_parse_reply(const uint8_t *b, size_t n, struct calais__ccid_reply *rep);
+/* The PC/SC code for a failed command's bError. */
+LONG calais__ccid_error(uint8_t status, uint8_t error);
+const char *calais__ccid_error_name(uint8_t error);
+
+/* ---- a slot (ccid-slot.c): power, presence, protocol, exchanges, part 10 ----------- */
+
+/* Part 10 control codes, numbered as libccid does so existing applications that hard-code
+ * them keep working: SCARD_CTL_CODE(0x330000 + feature tag). */
+#define CALAIS__CCID_IOCTL(tag) SCARD_CTL_CODE(0x330000 + (tag))
+/* The Windows-era vendor escape code libccid also accepts. */
+#define CALAIS__CCID_IOCTL_VENDOR_IFD_EXCHANGE SCARD_CTL_CODE(1)
+
+struct calais__ccid_slot {
+	struct calais__ccid_port *port;
+	const struct calais__ccid_desc *desc;
+	const struct calais__ccid_strategy *st;
+	uint8_t index;              /* bSlot */
+	const uint32_t *rates;      /* GET_DATA_RATES answer; NULL: any rate up to the max */
+	size_t n_rates;
+	uint16_t vid, pid;          /* for FEATURE_GET_TLV_PROPERTIES */
+	bool escape;                /* FEATURE_CCID_ESC_COMMAND enabled by configuration */
+	/* The card, reset at each power-up. */
+	bool powered;
+	uint8_t power_select;       /* the bPowerSelect that gave the ATR */
+	struct calais__atr atr;
+	uint32_t protocol;          /* SCARD_PROTOCOL_T0/T1 once set_protocol ran */
+	struct calais__pps_result params;
+	struct calais__t1 t1;
+	uint32_t timeout_ms;        /* read timeout of a card exchange */
+	uint8_t chr[5 + 256 + 4];   /* character level: bytes sent, flushed by the next read */
+	size_t chr_len;
+};
+
+/* Every function below takes port->lock itself. */
+LONG calais__ccid_power_on(struct calais__ccid_slot *s, bool warm, uint8_t *atr, size_t *atr_len);
+LONG calais__ccid_power_off(struct calais__ccid_slot *s);
+/* SCARD_S_SUCCESS with *present; never an error for an empty slot. */
+LONG calais__ccid_slot_status(struct calais__ccid_slot *s, bool *present);
+LONG calais__ccid_set_protocol(struct calais__ccid_slot *s, uint32_t protocol);
+LONG calais__ccid_transmit(struct calais__ccid_slot *s, uint32_t protocol, const uint8_t *tx,
+                           size_t tx_len, uint8_t *rx, size_t *rx_len);
+LONG calais__ccid_control(struct calais__ccid_slot *s, uint32_t code, const uint8_t *in,
+                          size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len);
+/* The part 10 features the slot offers (for calais_reader_desc.features); at most 8. */
+size_t calais__ccid_features(const struct calais__ccid_slot *s, struct calais_feature *out);
 
 /* Parses a CCID class descriptor (bLength 0x36, bDescriptorType 0x21). Every byte is
  * untrusted: SCARD_E_READER_UNSUPPORTED with a log line for a malformed one. */
