@@ -259,6 +259,7 @@ struct calais_reader {
 	/* Card state (mgr.lock). */
 	enum calais__card card;
 	bool backend_present;   /* last presence the backend reported */
+	LONG unavailable;       /* calais_reader_set_unavailable(): why, or 0 */
 	bool power_up_pending;  /* the worker must power the card up to read its ATR */
 	uint8_t atr[MAX_ATR_SIZE];
 	size_t atr_len;

@@ -230,6 +230,21 @@ static void card_gone(struct calais_reader *r)
 	calais__cond_broadcast(&r->lock_cond);
 }
 
+void calais_reader_set_unavailable(calais_reader *r, LONG reason)
+{
+	if (!r)
+		return;
+	calais__mutex_lock(&M->lock);
+	if (r->unavailable != reason) {
+		r->unavailable = reason;
+		if (r->published)
+			calais__info("\"%s\" %s%s", r->name, reason ? "unavailable: " : "available again",
+			             reason ? pcsc_stringify_error(reason) : "");
+		calais__reader_state_changed(r);
+	}
+	calais__mutex_unlock(&M->lock);
+}
+
 void calais_reader_card_event(calais_reader *r, bool present)
 {
 	if (!r)

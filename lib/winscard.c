@@ -527,6 +527,8 @@ LONG SCardConnect(SCARDCONTEXT hContext, LPCSTR szReader, DWORD dwShareMode,
 		rv = SCARD_E_NO_SERVICE;
 	else if (r->sharing < 0 || (dwShareMode == SCARD_SHARE_EXCLUSIVE && r->sharing > 0))
 		rv = SCARD_E_SHARING_VIOLATION;
+	else if (dwShareMode != SCARD_SHARE_DIRECT && r->unavailable)
+		rv = r->unavailable;
 	else if (dwShareMode != SCARD_SHARE_DIRECT)
 		rv = prepare_card(r, dwPreferredProtocols, &active);
 	else
@@ -850,6 +852,8 @@ static DWORD reader_event_state(const struct calais_reader *r, SCARD_READERSTATE
 		s = SCARD_STATE_EMPTY;
 		break;
 	}
+	if (r->unavailable)
+		s |= SCARD_STATE_UNAVAILABLE;
 	return s | ((DWORD)r->event_counter << 16);
 }
 

@@ -32,12 +32,14 @@ struct ccid_dev {
 	atomic_bool claimed; /* set under port.lock, read anywhere */
 	bool seen;           /* found by the running scan */
 	bool busy_logged;
+	LONG claim_error;    /* why the interface could not be claimed */
 	struct calais__ccid_slot *slots;
 	calais_reader **readers;
 	unsigned n_slots;
 	bool *present;       /* last presence the interrupt pipe reported */
 	calais__thread_t intr;
 	bool intr_running;
+	bool notified;       /* a NotifySlotChange was read since the device was opened */
 	atomic_bool intr_stop;
 	uint32_t rates[64];
 	char name[320];      /* for logs */
@@ -143,8 +145,11 @@ static void report_slot(struct ccid_dev *d, unsigned i, bool present, bool chang
 {
 	if (!d->readers[i])
 		return;
-	if (changed && present && d->present[i])
-		calais_reader_card_event(d->readers[i], false); /* removed and reinserted */
+	/* Present before and after, yet changed: removed and reinserted between two
+	 * notifications. Not for the first one, which readers queue at enumeration for the
+	 * card we already know of. */
+	if (changed && present && d->present[i] && d->notified)
+		calais_reader_card_event(d->readers[i], false);
 	if (changed || present != d->present[i])
 		calais_reader_card_event(d->readers[i], present);
 	d->present[i] = present;
@@ -183,6 +188,7 @@ static void *intr_main(void *arg)
 				unsigned bits = buf[1 + i / 4] >> (2 * (i % 4));
 				report_slot(d, i, bits & 1, bits & 2);
 			}
+			d->notified = true;
 		} else if (n >= 4 && buf[0] == CALAIS__RDR_HARDWARE_ERROR) {
 			ccid_warn("%s: hardware error 0x%02X on slot %u", d->name, buf[3], buf[1]);
 		} else if (n) {
@@ -211,6 +217,8 @@ static bool try_claim(struct ccid_dev *d)
 		return true;
 	enum calais__usb_status st = d->ops->claim(d->h, d->ifc.number);
 	if (st != CALAIS__USB_OK) {
+		d->claim_error = st == CALAIS__USB_BUSY ? SCARD_E_SHARING_VIOLATION
+		                                        : SCARD_E_READER_UNAVAILABLE;
 		if (!d->busy_logged)
 			ccid_warn("%s: cannot claim USB interface %u (%s): %s; the reader stays listed "
 			          "and unavailable until the device is free",
@@ -226,6 +234,10 @@ static bool try_claim(struct ccid_dev *d)
 	d->busy_logged = false;
 	d->port.gone = false;
 	d->claimed = true;
+	d->claim_error = SCARD_S_SUCCESS;
+	for (unsigned i = 0; i < d->n_slots; i++)
+		if (d->readers[i])
+			calais_reader_set_unavailable(d->readers[i], SCARD_S_SUCCESS);
 	return true;
 }
 
@@ -401,6 +413,8 @@ static void add_dev(struct ccid_priv *cp, struct calais__usb_dev *udev,
 		cr->dev = d;
 		cr->slot = i;
 		d->present[i] = card_present_now(d, i);
+		if (!d->claimed)
+			calais_reader_set_unavailable(r, d->claim_error);
 		calais__mutex_lock(&cp->lock);
 		d->refs++;
 		calais__mutex_unlock(&cp->lock);

@@ -303,6 +303,17 @@ CALAIS_API void calais_reader_card_event(calais_reader *r, bool present);
  */
 CALAIS_API void calais_reader_remove(calais_reader *r);
 
+/**
+ * @brief Marks the reader unavailable (reason: a PC/SC error, e.g.
+ * SCARD_E_SHARING_VIOLATION while another process holds the device), or available again
+ * (SCARD_S_SUCCESS). Any thread, never blocks.
+ *
+ * An unavailable reader stays listed; SCardGetStatusChange() shows
+ * SCARD_STATE_UNAVAILABLE, and SCardConnect() other than DIRECT returns @p reason. Card
+ * events reported meanwhile are kept and shown once it is available.
+ */
+CALAIS_API void calais_reader_set_unavailable(calais_reader *r, LONG reason);
+
 /** The reader's private block (reader_priv_size bytes, zeroed). */
 CALAIS_API void *calais_reader_priv(calais_reader *r);
 /** The backend instance the reader belongs to. */
