@@ -28,6 +28,7 @@ struct ccid_dev {
 	struct calais__ccid_desc desc;
 	struct calais__ccid_strategy st;
 	struct calais__ccid_port port;
+	struct calais__iccd iccd; /* ICCD devices: the control-pipe protocol behind port */
 	bool port_ready;
 	atomic_bool claimed; /* set under port.lock, read anywhere */
 	bool seen;           /* found by the running scan */
@@ -324,10 +325,21 @@ static void add_dev(struct ccid_priv *cp, struct calais__usb_dev *udev,
 	}
 	calais__ccid_strategy(&d->desc, &d->st);
 	if (ifc->kind != CALAIS__CCID_BULK) {
-		ccid_warn("%s: ICCD version %c devices are not supported yet", d->name,
-		          ifc->kind == CALAIS__CCID_ICCD_A ? 'A' : 'B');
-		free(d);
-		return;
+		/* ICCD has no SetParameters, Secure or Escape; version A exchanges T=0 TPDUs,
+		 * version B APDUs with the extended chaining (as libccid drives it, even when
+		 * the descriptor says short APDU). */
+		d->st.host_pps = d->st.set_parameters = d->st.ifsd_request = false;
+		d->st.pin_verify = d->st.pin_modify = false;
+		if (ifc->kind == CALAIS__CCID_ICCD_A) {
+			d->st.level = CALAIS__CCID_TPDU;
+			d->desc.protocols = 1;
+			d->st.max_apdu = 5 + 255;
+		} else {
+			d->st.level = CALAIS__CCID_EXTENDED_APDU;
+			d->st.max_apdu = MAX_BUFFER_SIZE_EXTENDED;
+		}
+		if (d->desc.max_message_length > CALAIS__CCID_HEADER + CALAIS__ICCD_MAX_DATA)
+			d->desc.max_message_length = CALAIS__CCID_HEADER + CALAIS__ICCD_MAX_DATA;
 	}
 	enum calais__usb_status st = d->ops->open(udev, &d->h);
 	if (st != CALAIS__USB_OK) {
@@ -354,11 +366,20 @@ static void add_dev(struct ccid_priv *cp, struct calais__usb_dev *udev,
 	snprintf(d->name, sizeof(d->name), "%s (bus %u address %u interface %u)", base, info->bus,
 	         info->address, ifc->number);
 
-	d->port.user = d;
-	d->port.send = bulk_send;
-	d->port.recv = bulk_recv;
-	d->port.abort = bulk_abort;
-	d->port.recover = bulk_recover;
+	if (ifc->kind == CALAIS__CCID_BULK) {
+		d->port.user = d;
+		d->port.send = bulk_send;
+		d->port.recv = bulk_recv;
+		d->port.abort = bulk_abort;
+		d->port.recover = bulk_recover;
+	} else {
+		d->iccd = (struct calais__iccd){ .ops = d->ops, .h = d->h, .iface = ifc->number,
+		                                 .version_b = ifc->kind == CALAIS__CCID_ICCD_B,
+		                                 .name = d->name };
+		d->port.user = &d->iccd;
+		d->port.send = calais__iccd_send;
+		d->port.recv = calais__iccd_recv;
+	}
 	d->port.name = d->name;
 	if (calais__ccid_port_init(&d->port, d->desc.max_message_length) != SCARD_S_SUCCESS) {
 		free_dev(d);
@@ -426,7 +447,8 @@ static void add_dev(struct ccid_priv *cp, struct calais__usb_dev *udev,
 		}
 		d->readers[i] = r;
 	}
-	ccid_info("%s: %u slot(s), %s level, %s", d->name, d->n_slots,
+	ccid_info("%s: %s, %u slot(s), %s level, %s", d->name,
+	          (const char *[]){ "CCID", "ICCD version A", "ICCD version B" }[ifc->kind], d->n_slots,
 	          (const char *[]){ "character", "TPDU", "short APDU", "extended APDU" }[d->st.level],
 	          d->ifc.ep_intr ? "interrupt pipe" : "polled presence");
 	start_intr(d);

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdbool.h>
 
+#include "calais/pcsc/pcsclite.h"
+
 /* What a USB operation ended with. The transport logs the native code; the backend maps
  * these to PC/SC codes (calais__usb_pcsc()). */
 enum calais__usb_status {
@@ -116,5 +118,28 @@ struct calais__usb_ccid_if {
  * and their bad parts skipped. */
 size_t calais__usb_find_ccid(const uint8_t *cfg, size_t len, struct calais__usb_ccid_if *out,
                              size_t max);
+
+/* ---- ICCD (usb-iccd.c) --------------------------------------------------------------- */
+
+/* The largest data block one ICCD control transfer carries (what libccid found devices
+ * to accept). */
+#define CALAIS__ICCD_MAX_DATA 0x1000
+
+/* An ICCD device behind the CCID message interface: send() runs the control-pipe
+ * requests that stand for one CCID message, recv() hands back the CCID reply built from
+ * their answers, so the slot layer above is the same for CCID and ICCD. */
+struct calais__iccd {
+	const struct calais__usb_ops *ops;
+	struct calais__usb_handle *h;
+	uint8_t iface;
+	bool version_b;
+	const char *name;
+	uint8_t reply[10 + CALAIS__ICCD_MAX_DATA + 2];
+	size_t reply_len;
+};
+
+/* struct calais__ccid_port send/recv for an ICCD device (user: struct calais__iccd). */
+LONG calais__iccd_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_ms);
+LONG calais__iccd_recv(void *user, uint8_t *buf, size_t cap, size_t *n, uint32_t timeout_ms);
 
 #endif

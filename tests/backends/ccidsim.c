@@ -70,6 +70,13 @@ struct ccidsim_dev {
 	unsigned intr_head, intr_count;
 	enum ccidsim_fault fault;
 	unsigned fault_count; /* 0 with a fault set: for ever */
+	/* ICCD: the answer the next DATA_BLOCK request returns. */
+	uint8_t iccd_block[1 + BIG];
+	size_t iccd_len;
+	bool iccd_polled;     /* version B: one "poll again" answer given */
+	uint8_t a_state;      /* version A status: 0 idle, 0x10 data, 0x20 SW */
+	bool a_in;            /* version A: the card waits for the command's data */
+	uint8_t a_hdr[5], a_sw[2];
 	bool mute_pending;
 	uint8_t mute_slot, mute_seq;
 	struct ccidsim_stats stats;
@@ -794,17 +801,145 @@ static enum calais__usb_status s_transfer(struct calais__usb_handle *h, uint8_t 
 	return st;
 }
 
+/* Runs a CCID command built from an ICCD request; returns the reply in msg_buf(). */
+static size_t iccd_run(ccidsim_dev *d, uint8_t type, uint16_t level, const uint8_t *data,
+                       size_t n)
+{
+	uint8_t *m = malloc(10 + n);
+	make(m, type, 0, 0, 0, (uint8_t)level, (uint8_t)(level >> 8), data, n);
+	uint8_t *b = msg_buf();
+	size_t len = command(d, m, 10 + n, b);
+	free(m);
+	return len;
+}
+
+/* Version B: a CCID reply as the next DATA_BLOCK answer. */
+static void iccd_b_block(ccidsim_dev *d, const uint8_t *b, size_t len)
+{
+	if (b[7] & 0x40) {
+		d->iccd_block[0] = 0x40;
+		d->iccd_block[1] = b[7] & 3;
+		d->iccd_block[2] = b[8];
+		d->iccd_len = 3;
+	} else {
+		d->iccd_block[0] = b[9]; /* 0, or the chain parameter */
+		memcpy(d->iccd_block + 1, b + 10, len - 10);
+		d->iccd_len = 1 + len - 10;
+	}
+}
+
+static enum calais__usb_status iccd_b(ccidsim_dev *d, uint8_t rt, uint8_t req, uint16_t value,
+                                      uint8_t *buf, size_t len, size_t *done)
+{
+	struct slot *s = &d->slots[0];
+	if (rt == 0x21 && req == 0x63) {
+		iccd_run(d, 0x63, 0, NULL, 0);
+	} else if (rt == 0x21 && req == 0x62) {
+		uint8_t *b = msg_buf();
+		iccd_b_block(d, b, iccd_run(d, 0x62, 0, NULL, 0));
+	} else if (rt == 0x21 && req == 0x65) {
+		uint8_t *b = msg_buf();
+		iccd_b_block(d, b, iccd_run(d, 0x6F, (uint16_t)(value >> 8), buf, len));
+		*done = len;
+	} else if (rt == 0xA1 && req == 0x6F) {
+		if (!d->iccd_polled) {
+			/* Once: "not ready, ask again in 10 ms". */
+			d->iccd_polled = true;
+			uint8_t poll[3] = { 0x80, 1, 0 };
+			memcpy(buf, poll, len < 3 ? len : 3);
+			*done = len < 3 ? len : 3;
+			return CALAIS__USB_OK;
+		}
+		size_t n = d->iccd_len < len ? d->iccd_len : len;
+		memcpy(buf, d->iccd_block, n);
+		*done = n;
+		d->iccd_len = 0;
+	} else if (rt == 0xA1 && req == 0x81) {
+		uint8_t st[3] = { 0, icc(s), 0 };
+		memcpy(buf, st, len < 3 ? len : 3);
+		*done = len < 3 ? len : 3;
+	} else {
+		return CALAIS__USB_STALL;
+	}
+	return CALAIS__USB_OK;
+}
+
+static enum calais__usb_status iccd_a(ccidsim_dev *d, uint8_t rt, uint8_t req, uint8_t *buf,
+                                      size_t len, size_t *done)
+{
+	struct slot *s = &d->slots[0];
+	uint8_t tmp[300];
+	if (rt == 0x21 && req == 0x63) {
+		s->powered = false;
+		d->a_state = 0;
+	} else if (rt == 0xA1 && req == 0xA0) {
+		buf[0] = !s->present ? 0x80 : d->a_state;
+		*done = 1;
+	} else if (rt == 0xA1 && req == 0x62) {
+		uint8_t *b = msg_buf();
+		size_t n = iccd_run(d, 0x62, 0, NULL, 0) - 10;
+		if (b[7] & 0x40)
+			n = 0;
+		memcpy(buf, b + 10, n < len ? n : len);
+		*done = n < len ? n : len;
+	} else if (rt == 0x21 && req == 0x65) {
+		*done = len;
+		d->stats.commands[0x6F]++;
+		if (d->a_state == 0x10 && d->a_in) {
+			memcpy(tmp, d->a_hdr, 5);
+			memcpy(tmp + 5, buf, len < 255 ? len : 255);
+			t0_tpdu(s, tmp, 5 + (len < 255 ? len : 255), d->a_sw);
+			d->a_in = false;
+			d->a_state = 0x20;
+		} else if (len == 5) {
+			memcpy(d->a_hdr, buf, 5);
+			if (incoming_ins(buf[1]) && buf[4]) {
+				d->a_in = true;
+				d->a_state = 0x10;
+			} else {
+				size_t n = t0_tpdu(s, buf, 5, d->iccd_block);
+				memcpy(d->a_sw, d->iccd_block + n - 2, 2);
+				d->iccd_len = n - 2;
+				d->a_state = n > 2 ? 0x10 : 0x20;
+			}
+		} else {
+			return CALAIS__USB_STALL;
+		}
+	} else if (rt == 0xA1 && req == 0x6F) {
+		if (d->a_state == 0x10 && !d->a_in) {
+			size_t n = d->iccd_len < len ? d->iccd_len : len;
+			memcpy(buf, d->iccd_block, n);
+			*done = n;
+			d->a_state = 0x20;
+		} else if (d->a_state == 0x20 && len >= 2) {
+			memcpy(buf, d->a_sw, 2);
+			*done = 2;
+			d->a_state = 0;
+		} else {
+			return CALAIS__USB_STALL;
+		}
+	} else {
+		return CALAIS__USB_STALL;
+	}
+	return CALAIS__USB_OK;
+}
+
 static enum calais__usb_status s_control(struct calais__usb_handle *h, uint8_t rt, uint8_t req,
                                          uint16_t value, uint16_t index, uint8_t *buf, size_t len,
                                          size_t *done, uint32_t timeout_ms)
 {
 	*done = 0;
 	pthread_mutex_lock(&lock);
+	ccidsim_dev *d = h->d;
 	enum calais__usb_status st = CALAIS__USB_STALL;
-	if (h->d->gone)
+	if (d->gone)
 		st = CALAIS__USB_NO_DEVICE;
+	else if (d->cfg.iface_protocol == 2)
+		st = iccd_b(d, rt, req, value, buf, len, done);
+	else if (d->cfg.iface_protocol == 1)
+		st = iccd_a(d, rt, req, buf, len, done);
 	else if (rt == 0x21 && req == 0x01) {
-		h->d->stats.class_aborts++;
+		d->stats.class_aborts++;
 		st = CALAIS__USB_OK;
 	}
 	pthread_mutex_unlock(&lock);

@@ -659,3 +659,28 @@ Test(ccid, fault_device_gone_mid_transfer)
 	(void)rs;
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
+
+/* ---- ICCD -------------------------------------------------------------------------------- */
+
+Test(ccid, iccd_version_b_apdus_with_chaining_and_polling)
+{
+	struct ccidsim_cfg cfg = { .iface_protocol = 2, .intr = true,
+	                           .features = LVL_EXT | AUTO, .max_msg = 271 };
+	struct ccidsim_card c = card_t1();
+	SCARDHANDLE h = reader_with_card(&cfg, &c, NULL, NULL);
+	select_ok(h, SCARD_S_SUCCESS);
+	check_echo(h, 200);
+	check_source(h, 600); /* three data blocks, chained */
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(ccid, iccd_version_a_t0_tpdus)
+{
+	struct ccidsim_cfg cfg = { .iface_protocol = 1, .features = LVL_SHORT | AUTO };
+	struct ccidsim_card c = card_t0();
+	SCARDHANDLE h = reader_with_card(&cfg, &c, NULL, NULL);
+	select_ok(h, SCARD_S_SUCCESS);
+	check_echo(h, 100);  /* header, data, 61xx, GET RESPONSE */
+	check_source(h, 30); /* header, data block, SW */
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
