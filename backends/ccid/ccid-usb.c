@@ -43,6 +43,7 @@ struct ccid_dev {
 	bool notified;       /* a NotifySlotChange was read since the device was opened */
 	atomic_bool intr_stop;
 	uint32_t rates[64];
+	char serial[128];    /* SCARD_ATTR_VENDOR_IFD_SERIAL_NO */
 	char name[320];      /* for logs */
 };
 
@@ -356,6 +357,7 @@ static void add_dev(struct ccid_priv *cp, struct calais__usb_dev *udev,
 	d->ops->string(d->h, info->i_product, product, sizeof(product));
 	d->ops->string(d->h, info->i_serial, serial, sizeof(serial));
 	d->ops->string(d->h, ifc->i_interface, iface, sizeof(iface));
+	snprintf(d->serial, sizeof(d->serial), "%s", serial);
 	char base[260];
 	if (*manufacturer && *product)
 		snprintf(base, sizeof(base), "%s %s", manufacturer, product);
@@ -600,7 +602,7 @@ static LONG ccid_init(calais_backend_instance *bi)
 	cp->bi = bi;
 	cp->ops = calais__ccid_usb ? calais__ccid_usb : &calais__usb_libusb;
 	const char *esc = calais__getenv("CALAIS_CCID_ESCAPE");
-	cp->escape = esc && *esc && strcmp(esc, "0") != 0;
+	cp->escape = calais__mgr.cfg.ccid_escape || (esc && *esc && strcmp(esc, "0") != 0);
 	calais__mutex_init(&cp->lock);
 	calais__cond_init(&cp->cond);
 	enum calais__usb_status st = cp->ops->init(&cp->ctx, usb_changed, cp, &cp->hotplug);
@@ -716,6 +718,21 @@ static LONG ccid_control(calais_reader *r, uint32_t code, const uint8_t *in, siz
 	                                                    out_len);
 }
 
+static LONG ccid_get_attrib(calais_reader *r, uint32_t id, uint8_t *buf, size_t *len)
+{
+	struct ccid_dev *d = DEV(r);
+	if (id != SCARD_ATTR_VENDOR_IFD_SERIAL_NO || !d->serial[0])
+		return SCARD_E_UNSUPPORTED_FEATURE;
+	size_t n = strlen(d->serial);
+	if (n > *len) {
+		*len = n;
+		return SCARD_E_INSUFFICIENT_BUFFER;
+	}
+	memcpy(buf, d->serial, n);
+	*len = n;
+	return SCARD_S_SUCCESS;
+}
+
 static LONG ccid_slot_status(calais_reader *r, bool *present)
 {
 	struct ccid_dev *d = DEV(r);
@@ -761,6 +778,7 @@ const struct calais_backend calais__backend_ccid = {
 	.set_protocol = ccid_set_protocol,
 	.transmit = ccid_transmit,
 	.control = ccid_control,
+	.get_attrib = ccid_get_attrib,
 	.slot_status = ccid_slot_status,
 	.cancel = ccid_cancel,
 };

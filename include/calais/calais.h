@@ -92,6 +92,10 @@ struct calais_config {
 	uint32_t transaction_timeout_ms;
 	/** Show APDU bodies in debug logs. Off by default: APDUs carry PINs and keys. */
 	bool trace_apdu_data;
+	/** USB CCID readers: offer FEATURE_CCID_ESC_COMMAND (raw vendor escape commands)
+	 *  to applications. Off by default, as in libccid: an escape can change a reader's
+	 *  firmware settings. Also enabled by CALAIS_CCID_ESCAPE=1. */
+	bool ccid_escape;
 };
 
 /** Fills @p cfg with the defaults (all zero). */

@@ -131,6 +131,8 @@ static void build_config(ccidsim_dev *d)
 	put_le32(cls + 44, c->max_msg ? c->max_msg : 271);
 	cls[48] = 0xFF;
 	cls[49] = 0xFF;
+	cls[50] = (uint8_t)c->lcd_layout;
+	cls[51] = (uint8_t)(c->lcd_layout >> 8);
 	cls[52] = c->pin_support;
 	cls[53] = 1;
 	uint8_t cfg[9] = { 9, 2, 0, 0, 1, 1, 0, 0x80, 50 };

@@ -20,6 +20,7 @@ struct ccidsim_cfg {
 	uint32_t features;      /* dwFeatures, level bits included */
 	uint32_t max_msg;       /* dwMaxCCIDMessageLength; 0: 271 + extended */
 	uint8_t pin_support;
+	uint16_t lcd_layout;
 	uint8_t voltage;        /* bVoltageSupport; 0: 7 */
 	uint32_t protocols;     /* dwProtocols; 0: 3 */
 	uint32_t max_ifsd;      /* 0: 254 */

@@ -245,6 +245,9 @@ Test(ccid, names_slots_and_attributes)
 	vl = sizeof(v);
 	assert_rv(SCardGetAttrib(h, SCARD_ATTR_CHANNEL_ID, v, &vl), SCARD_S_SUCCESS);
 	cr_assert_eq(*(uint32_t *)v >> 16, 0x0020u);
+	vl = sizeof(v);
+	assert_rv(SCardGetAttrib(h, SCARD_ATTR_VENDOR_IFD_SERIAL_NO, v, &vl), SCARD_S_SUCCESS);
+	cr_assert(vl == 4 && memcmp(v, "SN42", 4) == 0);
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
 
@@ -541,8 +544,12 @@ Test(ccid, pinpad_features_and_secure_verify)
 Test(ccid, escape_when_enabled)
 {
 	calais_shutdown();
-	setenv("CALAIS_CCID_ESCAPE", "1", 1);
-	start();
+	struct calais_config conf;
+	calais_config_init(&conf);
+	conf.backends = "ccid";
+	conf.ccid_escape = true;
+	assert_rv(calais_start(&conf), SCARD_S_SUCCESS);
+	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
 	struct ccidsim_cfg cfg = { .intr = true, .features = LVL_SHORT | AUTO };
 	ccidsim_add(&cfg);
 	char name[MAX_READERNAME];
@@ -551,11 +558,70 @@ Test(ccid, escape_when_enabled)
 	DWORD proto, ol;
 	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_DIRECT, 0, &h, &proto), SCARD_S_SUCCESS);
 	uint32_t code = feature(h, FEATURE_CCID_ESC_COMMAND);
-	unsetenv("CALAIS_CCID_ESCAPE");
 	cr_assert_neq(code, 0);
 	uint8_t esc[3] = { 1, 2, 3 }, out[16];
 	assert_rv(SCardControl(h, code, esc, 3, out, sizeof(out), &ol), SCARD_S_SUCCESS);
 	cr_assert(ol == 3 && memcmp(out, esc, 3) == 0);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(ccid, pinpad_modify_structure)
+{
+	struct ccidsim_cfg cfg = { .intr = true, .features = LVL_SHORT | AUTO, .pin_support = 2,
+	                           .lcd_layout = 0x0210 };
+	struct ccidsim_card c = card_t0();
+	ccidsim_dev *d;
+	SCARDHANDLE h = reader_with_card(&cfg, &c, &d, NULL);
+	cr_assert_eq(feature(h, FEATURE_VERIFY_PIN_DIRECT), 0, "bPINSupport 2: modify only");
+	uint32_t modify = feature(h, FEATURE_MODIFY_PIN_DIRECT);
+	cr_assert_neq(modify, 0);
+	/* PIN_MODIFY_STRUCTURE, bNumberMessage 3, then CHANGE REFERENCE DATA 00 24 00 81 10
+	 * + 16 bytes. */
+	uint8_t in[24 + 21] = { 30, 30, 0x82, 0x08, 0x00, 0, 8, 8, 4, 0x03, 0x02, 3, 0x09, 0x04,
+	                        0, 1, 2, 0, 0, 0, 21, 0, 0, 0, 0x00, 0x24, 0x00, 0x81, 0x10 };
+	uint8_t out[8];
+	DWORD ol;
+	assert_rv(SCardControl(h, modify, in, sizeof(in), out, sizeof(out), &ol), SCARD_S_SUCCESS);
+	struct ccidsim_stats st = ccidsim_stats(d);
+	/* bPINOperation 1, bTimeOut, 13 bytes up to bMsgIndex1, bMsgIndex2 and 3 (three
+	 * messages), bTeoPrologue, the APDU. */
+	cr_assert_eq(st.last_secure_len, 1 + 1 + 13 + 2 + 3 + 21);
+	cr_assert_eq(st.last_secure[0], 0x01);
+	cr_assert_eq(st.last_secure[15], 1);
+	cr_assert_eq(st.last_secure[16], 2);
+	cr_assert_eq(memcmp(st.last_secure + 20, in + 24, 21), 0);
+
+	uint8_t tlv[64];
+	assert_rv(SCardControl(h, feature(h, FEATURE_GET_TLV_PROPERTIES), NULL, 0, tlv, sizeof(tlv),
+	                       &ol),
+	          SCARD_S_SUCCESS);
+	bool layout = false;
+	for (DWORD i = 0; i + 2 <= ol; i += 2u + tlv[i + 1])
+		if (tlv[i] == PCSCv2_PART10_PROPERTY_wLcdLayout)
+			layout = tlv[i + 1] == 2 && tlv[i + 2] == 0x10 && tlv[i + 3] == 0x02;
+	cr_assert(layout, "wLcdLayout in the TLV properties");
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(ccid, warm_reset_on_reconnect)
+{
+	struct ccidsim_cfg cfg = { .intr = true, .features = LVL_TPDU | 0xBE, .max_msg = 271 };
+	struct ccidsim_card c = card_t1();
+	ccidsim_dev *d;
+	SCARDHANDLE h = reader_with_card(&cfg, &c, &d, NULL);
+	check_echo(h, 40);
+	unsigned ons = ccidsim_stats(d).commands[0x62], offs = ccidsim_stats(d).commands[0x63];
+	DWORD proto;
+	assert_rv(SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, SCARD_RESET_CARD, &proto),
+	          SCARD_S_SUCCESS);
+	struct ccidsim_stats st = ccidsim_stats(d);
+	cr_assert_eq(st.commands[0x62], ons + 1, "one IccPowerOn");
+	cr_assert_eq(st.commands[0x63], offs, "no power-off for a warm reset");
+	check_echo(h, 40); /* the T=1 state starts afresh */
+	assert_rv(SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, SCARD_UNPOWER_CARD, &proto),
+	          SCARD_S_SUCCESS);
+	cr_assert_gt(ccidsim_stats(d).commands[0x63], offs, "unpower: IccPowerOff");
+	check_echo(h, 40);
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
 
