@@ -39,7 +39,8 @@ struct ccid_dev {
 	unsigned n_slots;
 	bool *present;       /* last presence the interrupt pipe reported */
 	calais__thread_t intr;
-	bool intr_running;
+	bool intr_running;   /* cp->lock */
+	bool stopped;        /* cp->lock: no interrupt thread any more */
 	bool notified;       /* a NotifySlotChange was read since the device was opened */
 	atomic_bool intr_stop;
 	uint32_t rates[64];
@@ -143,10 +144,16 @@ static void bulk_recover(void *user)
 
 /* ---- the interrupt pipe -------------------------------------------------------------- */
 
+/* d->readers[] is guarded by cp->lock: the core may close a reader (and free it) at any
+ * time after it removed it on its own. Card events never wait, so they are reported with
+ * the lock held. */
 static void report_slot(struct ccid_dev *d, unsigned i, bool present, bool changed)
 {
-	if (!d->readers[i])
+	calais__mutex_lock(&d->cp->lock);
+	if (!d->readers[i]) {
+		calais__mutex_unlock(&d->cp->lock);
 		return;
+	}
 	/* Present before and after, yet changed: removed and reinserted between two
 	 * notifications. Not for the first one, which readers queue at enumeration for the
 	 * card we already know of. */
@@ -155,6 +162,7 @@ static void report_slot(struct ccid_dev *d, unsigned i, bool present, bool chang
 	if (changed || present != d->present[i])
 		calais_reader_card_event(d->readers[i], present);
 	d->present[i] = present;
+	calais__mutex_unlock(&d->cp->lock);
 }
 
 static void *intr_main(void *arg)
@@ -200,14 +208,19 @@ static void *intr_main(void *arg)
 	return NULL;
 }
 
+/* Stops the interrupt thread for good (the device is going away). */
 static void intr_stop(struct ccid_dev *d)
 {
-	if (!d->intr_running)
-		return;
+	calais__mutex_lock(&d->cp->lock);
+	bool running = d->intr_running;
+	d->intr_running = false;
 	d->intr_stop = true;
+	d->stopped = true;
+	calais__mutex_unlock(&d->cp->lock);
+	if (!running)
+		return;
 	d->ops->cancel(d->h, d->ifc.ep_intr);
 	calais__thread_join(d->intr);
-	d->intr_running = false;
 }
 
 /* ---- devices ----------------------------------------------------------------------------- */
@@ -237,9 +250,11 @@ static bool try_claim(struct ccid_dev *d)
 	d->port.gone = false;
 	d->claimed = true;
 	d->claim_error = SCARD_S_SUCCESS;
+	calais__mutex_lock(&d->cp->lock);
 	for (unsigned i = 0; i < d->n_slots; i++)
 		if (d->readers[i])
 			calais_reader_set_unavailable(d->readers[i], SCARD_S_SUCCESS);
+	calais__mutex_unlock(&d->cp->lock);
 	return true;
 }
 
@@ -293,15 +308,19 @@ static bool card_present_now(struct ccid_dev *d, unsigned slot)
 	return present;
 }
 
+/* Starts the interrupt thread once the interface is claimed (from the monitor, or from
+ * the first connection to a device that was busy). */
 static void start_intr(struct ccid_dev *d)
 {
-	if (!d->ifc.ep_intr || !d->claimed || d->intr_running)
-		return;
-	d->intr_stop = false;
-	if (calais__thread_create(&d->intr, intr_main, d) == 0)
-		d->intr_running = true;
-	else
-		ccid_err("%s: cannot start the interrupt thread", d->name);
+	calais__mutex_lock(&d->cp->lock);
+	if (d->ifc.ep_intr && d->claimed && !d->intr_running && !d->stopped) {
+		d->intr_stop = false;
+		if (calais__thread_create(&d->intr, intr_main, d) == 0)
+			d->intr_running = true;
+		else
+			ccid_err("%s: cannot start the interrupt thread", d->name);
+	}
+	calais__mutex_unlock(&d->cp->lock);
 }
 
 /* Opens one CCID interface and publishes its slots. */
@@ -447,7 +466,9 @@ static void add_dev(struct ccid_priv *cp, struct calais__usb_dev *udev,
 			calais__mutex_unlock(&cp->lock);
 			continue;
 		}
+		calais__mutex_lock(&cp->lock);
 		d->readers[i] = r;
+		calais__mutex_unlock(&cp->lock);
 	}
 	ccid_info("%s: %s, %u slot(s), %s level, %s", d->name,
 	          (const char *[]){ "CCID", "ICCD version A", "ICCD version B" }[ifc->kind], d->n_slots,
@@ -469,9 +490,13 @@ static void remove_dev(struct ccid_dev *d, bool unplugged)
 		ccid_info("%s: removed", d->name);
 	}
 	intr_stop(d);
-	for (unsigned i = 0; i < d->n_slots; i++)
-		if (d->readers[i] && unplugged)
-			calais_reader_remove(d->readers[i]);
+	if (unplugged) {
+		calais__mutex_lock(&d->cp->lock);
+		for (unsigned i = 0; i < d->n_slots; i++)
+			if (d->readers[i])
+				calais_reader_remove(d->readers[i]);
+		calais__mutex_unlock(&d->cp->lock);
+	}
 	dev_unref(d);
 }
 
@@ -540,8 +565,7 @@ static void scan(struct ccid_priv *cp)
 		calais__mutex_unlock(&d->port.lock);
 		if (ok) {
 			for (unsigned s = 0; s < d->n_slots; s++)
-				if (d->readers[s])
-					report_slot(d, s, card_present_now(d, s), false);
+				report_slot(d, s, card_present_now(d, s), false);
 			start_intr(d);
 		}
 		calais__mutex_lock(&cp->lock);
@@ -657,7 +681,9 @@ static void ccid_close(calais_reader *r)
 	struct ccid_dev *d = cr->dev;
 	if (!d)
 		return;
+	calais__mutex_lock(&d->cp->lock);
 	d->readers[cr->slot] = NULL;
+	calais__mutex_unlock(&d->cp->lock);
 	if (d->slots[cr->slot].powered && !d->port.gone) {
 		d->port.cancel = false; /* a shutdown's cancel() must not stop the power-off */
 		calais__ccid_power_off(&d->slots[cr->slot]);
