@@ -58,6 +58,10 @@ void calais__log_apdu(const char *domain, const char *what, const uint8_t *buf, 
 
 /* ---- errors ---------------------------------------------------------------------- */
 
+/* pcsc_stringify_error(CALAIS__SELF_MARK) starts with "Calais" in every Calais build
+ * (the passthrough backend refuses to load such a library: it would be itself). */
+#define CALAIS__SELF_MARK ((LONG)0x43414C53)
+
 /* Symbolic name of a PC/SC code ("SCARD_E_TIMEOUT"), or NULL (lib/error.c). */
 const char *calais__error_name(LONG rv);
 
@@ -260,6 +264,7 @@ struct calais_reader {
 	enum calais__card card;
 	bool backend_present;   /* last presence the backend reported */
 	LONG unavailable;       /* calais_reader_set_unavailable(): why, or 0 */
+	bool held;              /* the backend's hold() is on (a transaction or exclusive) */
 	bool power_up_pending;  /* the worker must power the card up to read its ATR */
 	uint8_t atr[MAX_ATR_SIZE];
 	size_t atr_len;
@@ -375,6 +380,12 @@ void calais__reader_flag_handles(struct calais_reader *r, struct calais_handle *
 void calais__reader_state_changed(struct calais_reader *r); /* broadcast */
 void calais__reader_release_tx(struct calais_reader *r);
 void calais__reader_schedule_power_down(struct calais_reader *r);
+/* The backend's hold() member, or NULL (tables older than abi_version 2 lack it). */
+LONG (*calais__reader_hold_fn(const struct calais_reader *r))(calais_reader *, bool);
+/* Asks the backend to hold the card (a transaction or an exclusive connection began);
+ * mgr.lock held on entry and exit, dropped inside; io_locked: the caller holds the
+ * reader's io_lock already. */
+LONG calais__reader_hold(struct calais_reader *r, bool io_locked);
 
 /* lib/winscard.c */
 void calais__contexts_free_all(void);
@@ -382,5 +393,6 @@ void calais__contexts_free_all(void);
 /* Built-in backends (lib/backends.c lists them). */
 extern const struct calais_backend calais__backend_sim;
 extern const struct calais_backend calais__backend_ccid;
+extern const struct calais_backend calais__backend_pcsc;
 
 #endif /* CALAIS_INTERNAL_H */

@@ -2,6 +2,7 @@
 /* Text and symbolic names for PC/SC return codes, both from the list in error-list.h. */
 #include <stdio.h>
 
+#include "calais-internal.h"
 #include "error-list.h"
 
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -47,6 +48,10 @@ const char *pcsc_stringify_error(const LONG rv)
 	/* pcsc-lite's size; every text fits, and so does a 64-bit code in hex. */
 	static CALAIS__THREAD_LOCAL char buf[75];
 	const char *text = error_text(rv);
+	/* A code no PC/SC implementation uses: how one Calais recognises another it is
+	 * about to load as "the platform's PC/SC library" (backends/pcsc). */
+	if (rv == CALAIS__SELF_MARK)
+		text = "Calais in-process PC/SC resource manager";
 
 	if (text)
 		snprintf(buf, sizeof(buf), "%s", text);

@@ -32,6 +32,10 @@ static const struct {
 #if defined(CALAIS_HAVE_CCID)
 	{ &calais__backend_ccid, true },
 #endif
+#if defined(CALAIS_HAVE_PCSC)
+	/* Asked for only: next to ccid it would list pcscd's readers a second time. */
+	{ &calais__backend_pcsc, false },
+#endif
 	{ NULL, false },
 };
 

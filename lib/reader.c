@@ -142,15 +142,24 @@ LONG calais_reader_publish(calais_reader *r, bool card_present)
 		reader_free(r);
 		return SCARD_E_NO_SERVICE;
 	}
-	r->index = pick_index(r);
-	size_t len = strlen(r->base) + 7;
-	r->name = malloc(len);
+	if ((r->flags & CALAIS_READER_KEEP_NAME) && !calais__reader_find(r->base)) {
+		/* Another manager's name, kept (the passthrough backend). */
+		r->name = dupstr(r->base);
+	} else {
+		if (r->flags & CALAIS_READER_KEEP_NAME)
+			calais__warn("reader name \"%s\" taken; numbered anew", r->base);
+		r->index = pick_index(r);
+		size_t len = strlen(r->base) + 7;
+		r->name = malloc(len);
+		if (r->name)
+			snprintf(r->name, len, "%s %02X %02X", r->base, r->index & 0xFFu,
+			         r->slot & 0xFFu);
+	}
 	if (!r->name) {
 		calais__mutex_unlock(&M->lock);
 		reader_free(r);
 		return SCARD_E_NO_MEMORY;
 	}
-	snprintf(r->name, len, "%s %02X %02X", r->base, r->index & 0xFFu, r->slot & 0xFFu);
 	r->published = true;
 	r->refs = 1; /* the registry's */
 	r->sharing = 0;
@@ -192,7 +201,33 @@ void calais__reader_release_tx(struct calais_reader *r)
 		r->tx_owner = NULL;
 		r->tx_depth = 0;
 		calais__cond_broadcast(&r->lock_cond);
+		if (r->held)
+			calais__worker_kick(); /* the backend's hold ends (JOB_UNHOLD) */
 	}
+}
+
+LONG (*calais__reader_hold_fn(const struct calais_reader *r))(calais_reader *, bool)
+{
+	return r->bi->be->abi_version >= 2 ? r->bi->be->hold : NULL;
+}
+
+LONG calais__reader_hold(struct calais_reader *r, bool io_locked)
+{
+	LONG (*hold)(calais_reader *, bool) = calais__reader_hold_fn(r);
+	if (!hold || r->held)
+		return SCARD_S_SUCCESS;
+	r->refs++;
+	calais__mutex_unlock(&M->lock);
+	if (!io_locked)
+		calais__mutex_lock(&r->io_lock);
+	LONG rv = r->closed ? SCARD_E_READER_UNAVAILABLE : hold(r, true);
+	calais__mutex_lock(&M->lock);
+	if (rv == SCARD_S_SUCCESS)
+		r->held = true;
+	if (!io_locked)
+		calais__mutex_unlock(&r->io_lock);
+	calais__reader_unref(r);
+	return rv;
 }
 
 void calais__reader_schedule_power_down(struct calais_reader *r)
@@ -411,7 +446,8 @@ LONG calais__reader_power_down(struct calais_reader *r)
 
 /* ---- worker jobs ------------------------------------------------------------------- */
 
-enum job { JOB_NONE, JOB_CLOSE, JOB_POWER_UP, JOB_POLL, JOB_POWER_DOWN, JOB_TX_TIMEOUT };
+enum job { JOB_NONE, JOB_CLOSE, JOB_POWER_UP, JOB_POLL, JOB_POWER_DOWN, JOB_TX_TIMEOUT,
+           JOB_UNHOLD };
 
 static void close_reader(struct calais_reader *r)
 {
@@ -462,6 +498,11 @@ static void run_job(struct calais_reader *r, enum job job)
 			calais__reader_flag_handles(r, NULL, CALAIS__EV_RESET);
 		}
 		break;
+	case JOB_UNHOLD:
+		still = r->held && !r->tx_owner && r->sharing >= 0;
+		if (still)
+			r->held = false;
+		break;
 	default:
 		still = true;
 		break;
@@ -482,6 +523,13 @@ static void run_job(struct calais_reader *r, enum job job)
 		case JOB_TX_TIMEOUT:
 			calais__reader_reset(r, false);
 			break;
+		case JOB_UNHOLD: {
+			LONG rv = calais__reader_hold_fn(r)(r, false);
+			if (rv != SCARD_S_SUCCESS)
+				calais__dbg("\"%s\": ending the hold: %s", r->name,
+				            pcsc_stringify_error(rv));
+			break;
+		}
 		case JOB_POLL: {
 			bool present = false;
 			LONG rv = r->bi->be->slot_status ? r->bi->be->slot_status(r, &present)
@@ -525,6 +573,10 @@ uint64_t calais__reader_work(uint64_t now)
 		for (struct calais_reader *r = M->readers; r && !jr; r = r->next) {
 			if (r->power_up_pending) {
 				jr = r, job = JOB_POWER_UP;
+				break;
+			}
+			if (r->held && !r->tx_owner && r->sharing >= 0 && !r->io_busy) {
+				jr = r, job = JOB_UNHOLD;
 				break;
 			}
 			if (r->flags & CALAIS_READER_POLL_PRESENCE) {

@@ -492,6 +492,8 @@ static void sharing_remove(struct calais_reader *r, DWORD share)
 		r->sharing = 0;
 	else if (r->sharing > 0)
 		r->sharing--;
+	if (r->held)
+		calais__worker_kick(); /* the backend's hold may end (JOB_UNHOLD) */
 }
 
 LONG SCardConnect(SCARDCONTEXT hContext, LPCSTR szReader, DWORD dwShareMode,
@@ -540,6 +542,16 @@ LONG SCardConnect(SCARDCONTEXT hContext, LPCSTR szReader, DWORD dwShareMode,
 		rv = r->removed ? SCARD_E_READER_UNAVAILABLE
 		     : c->dead  ? SCARD_E_INVALID_HANDLE
 		                : SCARD_E_SHARING_VIOLATION;
+	if (rv == SCARD_S_SUCCESS && dwShareMode == SCARD_SHARE_EXCLUSIVE) {
+		/* Other processes sharing the reader are held off too (passthrough). */
+		rv = calais__reader_hold(r, true);
+		if (rv == SCARD_S_SUCCESS && (r->removed || c->dead || r->sharing != 0))
+			rv = r->removed ? SCARD_E_READER_UNAVAILABLE
+			     : c->dead  ? SCARD_E_INVALID_HANDLE
+			                : SCARD_E_SHARING_VIOLATION;
+		if (rv != SCARD_S_SUCCESS && r->held)
+			calais__worker_kick(); /* no exclusive handle after all: JOB_UNHOLD */
+	}
 
 	struct calais_handle *h = NULL;
 	if (rv == SCARD_S_SUCCESS) {
@@ -710,6 +722,8 @@ LONG SCardReconnect(SCARDHANDLE hCard, DWORD dwShareMode, DWORD dwPreferredProto
 		rv = prepare_card(r, dwPreferredProtocols, &active);
 	if (rv == SCARD_S_SUCCESS && (r->removed || h->dead))
 		rv = r->removed ? SCARD_E_READER_UNAVAILABLE : SCARD_E_INVALID_HANDLE;
+	if (rv == SCARD_S_SUCCESS && dwShareMode == SCARD_SHARE_EXCLUSIVE)
+		rv = calais__reader_hold(r, true); /* io_begin() above */
 	if (rv == SCARD_S_SUCCESS) {
 		sharing_remove(r, h->share);
 		sharing_add(r, dwShareMode);
@@ -742,6 +756,10 @@ LONG SCardBeginTransaction(SCARDHANDLE hCard)
 		} else {
 			r->tx_owner = h;
 			r->tx_depth = 1;
+			/* Other processes sharing the reader are held off too (passthrough). */
+			rv = calais__reader_hold(r, false);
+			if (rv != SCARD_S_SUCCESS && r->tx_owner == h)
+				calais__reader_release_tx(r);
 		}
 		touch_tx(h);
 		if (M->cfg.transaction_timeout_ms)

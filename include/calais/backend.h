@@ -56,6 +56,10 @@ struct calais_feature {
 /** @name Reader flags (calais_reader_desc.flags) @{ */
 /** The transport cannot signal card movement: the core polls slot_status(). */
 #define CALAIS_READER_POLL_PRESENCE 0x0001u
+/** calais_reader_desc.name is already a whole PC/SC name ("... XX YY", from another
+ *  resource manager): kept as it is when no other reader has it; otherwise it gets
+ *  " XX YY" appended like any other name. interface_name and serial are ignored. */
+#define CALAIS_READER_KEEP_NAME 0x0002u
 /** @} */
 
 /**
@@ -240,6 +244,18 @@ struct calais_backend {
 	 * shutdown and when the reader is removed. Must not block.
 	 */
 	void (*cancel)(calais_reader *r);
+
+	/**
+	 * The application's hold on the card begins (held true: a transaction began, or an
+	 * exclusive connection opened) or ends (false). Optional; exists from abi_version 2
+	 * (the core never reads it from an older table).
+	 * For backends whose readers other processes share (the passthrough backend): hold
+	 * them off for as long as the application needs the card to itself, and no longer.
+	 * Called with the reader's I/O lock held; true is called before SCardBeginTransaction()
+	 * or the exclusive SCardConnect() returns (an error fails that call), false soon
+	 * after the hold ends (from the worker thread).
+	 */
+	LONG (*hold)(calais_reader *r, bool held);
 };
 
 /**

@@ -38,7 +38,7 @@ extern "C" {
 	CALAIS_MAKE_VERSION(CALAIS_VERSION_MAJOR, CALAIS_VERSION_MINOR, CALAIS_VERSION_PATCH)
 #define CALAIS_VERSION_STR "0.1.0"
 /** Version of the backend table layout (struct calais_backend). */
-#define CALAIS_BACKEND_ABI_VERSION 1
+#define CALAIS_BACKEND_ABI_VERSION 2
 /** @} */
 
 /** The library's run-time version as CALAIS_MAKE_VERSION() computes it. */
@@ -96,6 +96,10 @@ struct calais_config {
 	 *  to applications. Off by default, as in libccid: an escape can change a reader's
 	 *  firmware settings. Also enabled by CALAIS_CCID_ESCAPE=1. */
 	bool ccid_escape;
+	/** The platform PC/SC library the passthrough backend (`pcsc`) loads; NULL:
+	 *  $CALAIS_PCSC_LIBRARY, else the platform's (libpcsclite_real.so.1 or
+	 *  libpcsclite.so.1, the PC/SC framework, winscard.dll). */
+	const char *pcsc_library;
 };
 
 /** Fills @p cfg with the defaults (all zero). */
