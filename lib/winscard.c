@@ -1219,7 +1219,16 @@ LONG SCardGetAttrib(SCARDHANDLE hCard, DWORD dwAttrId, LPBYTE pbAttr, LPDWORD pc
 	struct calais_reader *r = h->reader;
 	uint8_t value[MAX_BUFFER_SIZE + MAX_READERNAME];
 	size_t len = sizeof(value);
-	if (!core_attrib(r, h, dwAttrId, value, &len)) {
+	/* Readers of another manager know their descriptive attributes better than their
+	 * description does: the backend first, the core's answer as the fallback. */
+	bool descriptive = dwAttrId == SCARD_ATTR_VENDOR_NAME ||
+	                   dwAttrId == SCARD_ATTR_VENDOR_IFD_VERSION ||
+	                   dwAttrId == SCARD_ATTR_CHANNEL_ID || dwAttrId == SCARD_ATTR_MAXINPUT ||
+	                   dwAttrId == SCARD_ATTR_DEVICE_UNIT;
+	bool backend_first = descriptive && (r->flags & CALAIS_READER_KEEP_NAME) &&
+	                     r->bi->be->get_attrib;
+	bool answered = !backend_first && core_attrib(r, h, dwAttrId, value, &len);
+	if (!answered) {
 		if (!r->bi->be->get_attrib) {
 			rv = SCARD_E_UNSUPPORTED_FEATURE;
 		} else {
@@ -1230,6 +1239,12 @@ LONG SCardGetAttrib(SCARDHANDLE hCard, DWORD dwAttrId, LPBYTE pbAttr, LPDWORD pc
 				calais__err("\"%s\": backend overran the attribute buffer", r->name);
 				rv = SCARD_F_INTERNAL_ERROR;
 			}
+		}
+		if (backend_first && rv != SCARD_S_SUCCESS && rv != SCARD_E_INSUFFICIENT_BUFFER &&
+		    rv != SCARD_E_READER_UNAVAILABLE) {
+			len = sizeof(value);
+			if (core_attrib(r, h, dwAttrId, value, &len))
+				rv = SCARD_S_SUCCESS;
 		}
 	}
 	if (rv == SCARD_S_SUCCESS)

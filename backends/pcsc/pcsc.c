@@ -78,6 +78,7 @@ struct pcsc_priv {
 	calais__mutex_t lock; /* everything below; taken before mgr.lock (card events) */
 	calais__cond_t cond;
 	bool stop;
+	bool watcher_done;    /* the watcher left its loop */
 	bool first_sync;      /* the watcher's first attempt is over */
 	calais__thread_t watcher;
 	bool watcher_running;
@@ -411,6 +412,8 @@ static void *watcher_main(void *arg)
 		nap(pp, backoff);
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 	}
+	pp->watcher_done = true;
+	calais__cond_broadcast(&pp->cond);
 	calais__mutex_unlock(&pp->lock);
 	return NULL;
 }
@@ -444,8 +447,13 @@ static void pcsc_stop(calais_backend_instance *bi)
 	calais__mutex_lock(&pp->lock);
 	pp->stop = true;
 	calais__cond_broadcast(&pp->cond);
-	if (pp->wctx_valid)
-		pp->api.cancel(pp->wctx);
+	/* The service's SCardCancel() only wakes a wait in progress: one that starts just
+	 * after it would sleep for ever. Cancel again until the watcher is out. */
+	while (pp->watcher_running && !pp->watcher_done) {
+		if (pp->wctx_valid)
+			pp->api.cancel(pp->wctx);
+		calais__cond_wait_until(&pp->cond, &pp->lock, calais__now_ms() + 20);
+	}
 	calais__mutex_unlock(&pp->lock);
 	if (pp->watcher_running)
 		calais__thread_join(pp->watcher);
@@ -583,7 +591,7 @@ static LONG pcsc_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
 	SCARD_IO_REQUEST pci = { protocol, sizeof(SCARD_IO_REQUEST) };
-	DWORD len = *rx_len > 0xFFFFFFu ? 0xFFFFFFu : (DWORD)*rx_len;
+	DWORD len = *rx_len > MAX_BUFFER_SIZE_EXTENDED ? MAX_BUFFER_SIZE_EXTENDED : (DWORD)*rx_len;
 	rv = pr->pp->api.transmit(pr->h, &pci, tx, (DWORD)tx_len, NULL, rx, &len);
 	if (rv == SCARD_W_RESET_CARD) {
 		/* Another process reset the card: acknowledged at the service, reported. */
@@ -617,7 +625,8 @@ static LONG pcsc_control(calais_reader *r, uint32_t code, const uint8_t *in, siz
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
 	DWORD got = 0;
-	rv = pr->pp->api.control(pr->h, code, in, (DWORD)in_len, out, (DWORD)out_cap, &got);
+	DWORD cap = out_cap > MAX_BUFFER_SIZE_EXTENDED ? MAX_BUFFER_SIZE_EXTENDED : (DWORD)out_cap;
+	rv = pr->pp->api.control(pr->h, code, in, (DWORD)in_len, out, cap, &got);
 	*out_len = got;
 	return map(pr, rv, "control");
 }
@@ -628,7 +637,8 @@ static LONG pcsc_get_attrib(calais_reader *r, uint32_t id, uint8_t *buf, size_t 
 	LONG rv = any_connection(pr);
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
-	DWORD l = (DWORD)*len;
+	/* pcsc-lite refuses a buffer larger than MAX_BUFFER_SIZE outright. */
+	DWORD l = *len > MAX_BUFFER_SIZE ? MAX_BUFFER_SIZE : (DWORD)*len;
 	rv = pr->pp->api.get_attrib(pr->h, id, buf, &l);
 	if (rv == SCARD_S_SUCCESS || rv == SCARD_E_INSUFFICIENT_BUFFER)
 		*len = l;

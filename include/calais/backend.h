@@ -58,7 +58,10 @@ struct calais_feature {
 #define CALAIS_READER_POLL_PRESENCE 0x0001u
 /** calais_reader_desc.name is already a whole PC/SC name ("... XX YY", from another
  *  resource manager): kept as it is when no other reader has it; otherwise it gets
- *  " XX YY" appended like any other name. interface_name and serial are ignored. */
+ *  " XX YY" appended like any other name. interface_name and serial are ignored. The
+ *  backend's get_attrib() is then asked first for the descriptive attributes (vendor,
+ *  IFD version, channel id, maximum input, device unit), the core's answers being the
+ *  fallback. */
 #define CALAIS_READER_KEEP_NAME 0x0002u
 /** @} */
 
