@@ -334,6 +334,22 @@ Test(pcsc, exclusive_connection_holds_off_other_service_clients)
 	other_close(&o);
 }
 
+/* Starts anew with the passthrough backend on `library` (NULL: the platform's); returns
+ * how long start-up took, in ms. */
+static long restart_with(const char *library)
+{
+	stop();
+	struct calais_config cfg;
+	calais_config_init(&cfg);
+	cfg.backends = "pcsc";
+	cfg.pcsc_library = library;
+	long t0 = now_ms();
+	assert_rv(calais_start(&cfg), SCARD_S_SUCCESS);
+	long took = now_ms() - t0;
+	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
+	return took;
+}
+
 Test(pcsc, pcscd_killed_and_restarted_mid_use)
 {
 	DWORD proto;
@@ -362,16 +378,9 @@ Test(pcsc, pcscd_killed_and_restarted_mid_use)
 
 Test(pcsc, pcscd_absent_at_startup)
 {
-	stop();
 	cr_assert_eq(peer("stop"), 0);
-	struct calais_config cfg;
-	calais_config_init(&cfg);
-	cfg.backends = "pcsc";
-	long t0 = now_ms();
-	assert_rv(calais_start(&cfg), SCARD_S_SUCCESS);
-	long took = now_ms() - t0;
+	long took = restart_with(NULL);
 	cr_assert_lt(took, 1000, "start-up took %ld ms without pcscd", took);
-	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
 	cr_assert_eq(count_readers(), 0);
 	cr_assert_eq(peer("start"), 0);
 	cr_assert(wait_readers(2, 10000), "readers once pcscd is there");
@@ -380,27 +389,13 @@ Test(pcsc, pcscd_absent_at_startup)
 
 Test(pcsc, refuses_to_load_calais_itself)
 {
-	stop();
-	struct calais_config cfg;
-	calais_config_init(&cfg);
-	cfg.backends = "pcsc";
-	cfg.pcsc_library = CALAIS_FAKE_OTHER_CALAIS;
-	assert_rv(calais_start(&cfg), SCARD_S_SUCCESS);
-	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
+	restart_with(CALAIS_FAKE_OTHER_CALAIS);
 	usleep(300000);
 	cr_assert_eq(count_readers(), 0, "no readers through another Calais");
 }
 
 Test(pcsc, missing_library_gives_no_readers)
 {
-	stop();
-	struct calais_config cfg;
-	calais_config_init(&cfg);
-	cfg.backends = "pcsc";
-	cfg.pcsc_library = "/nonexistent/libpcsclite.so.1";
-	long t0 = now_ms();
-	assert_rv(calais_start(&cfg), SCARD_S_SUCCESS);
-	cr_assert_lt(now_ms() - t0, 1000);
-	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
+	cr_assert_lt(restart_with("/nonexistent/libpcsclite.so.1"), 1000);
 	cr_assert_eq(count_readers(), 0);
 }
