@@ -118,7 +118,10 @@ static unsigned pick_index(const struct calais_reader *nr)
 		bool taken = false;
 		for (struct calais_reader *r = M->readers; r && !taken; r = r->next)
 			taken = r->index == idx && r->slot == nr->slot && strcmp(r->base, nr->base) == 0;
-		if (!taken)
+		/* A name kept from another manager may already be this one. */
+		char name[MAX_READERNAME * 2 + 8];
+		snprintf(name, sizeof(name), "%s %02X %02X", nr->base, idx & 0xFFu, nr->slot & 0xFFu);
+		if (!taken && !calais__reader_find(name))
 			return idx;
 	}
 }

@@ -167,3 +167,31 @@ Test(backend, registration_errors)
 	calais_reader *r;
 	assert_rv(calais_reader_new(calais_reader_backend(the_reader), &d, &r), SCARD_E_INVALID_PARAMETER);
 }
+
+/* A name kept from another resource manager (the passthrough backend's) is used as it
+ * is, and never given twice: a reader whose built name would be the same is numbered
+ * past it, and a kept name already taken is numbered like any other. */
+Test(backend, kept_names_never_collide)
+{
+	calais_backend_instance *bi = calais_reader_backend(the_reader);
+	struct calais_reader_desc kept = { .name = "Polled Pinpad [CCID Interface] (SN42) 00 00",
+	                                   .flags = CALAIS_READER_KEEP_NAME };
+	calais_reader *r1, *r2, *r3;
+	assert_rv(calais_reader_new(bi, &kept, &r1), SCARD_S_SUCCESS);
+	assert_rv(calais_reader_publish(r1, false), SCARD_S_SUCCESS);
+	cr_assert_str_eq(calais_reader_name(r1), "Polled Pinpad [CCID Interface] (SN42) 00 00");
+
+	struct calais_reader_desc built = { .name = "Polled Pinpad", .interface_name = "CCID Interface",
+	                                    .serial = "SN42", .slot = 0 };
+	assert_rv(calais_reader_new(bi, &built, &r2), SCARD_S_SUCCESS);
+	assert_rv(calais_reader_publish(r2, false), SCARD_S_SUCCESS);
+	cr_assert_str_eq(calais_reader_name(r2), "Polled Pinpad [CCID Interface] (SN42) 01 00");
+
+	assert_rv(calais_reader_new(bi, &kept, &r3), SCARD_S_SUCCESS);
+	assert_rv(calais_reader_publish(r3, false), SCARD_S_SUCCESS);
+	cr_assert_str_eq(calais_reader_name(r3),
+	                 "Polled Pinpad [CCID Interface] (SN42) 00 00 01 00");
+	calais_reader_remove(r1);
+	calais_reader_remove(r2);
+	calais_reader_remove(r3);
+}
