@@ -17,6 +17,9 @@ struct calais__manager calais__mgr = {
 	.lock = CALAIS__MUTEX_INIT,
 };
 
+/* The longest start-up waits for the cards present at start to be powered up. */
+#define STARTUP_POWER_UP_MS 2000
+
 /* Serialises start, shutdown and backend registration (see the lock order). */
 static calais__mutex_t start_lock = CALAIS__MUTEX_INIT;
 
@@ -300,6 +303,21 @@ static LONG do_start(const struct calais_config *cfg)
 	for (size_t i = 0; i < n_want; i++)
 		if (!start_backend(want[i], true))
 			calais__err("backend %s: out of memory", want[i]->name);
+
+	/* Cards present at start are shown once their ATR is read (by the worker): wait for
+	 * those first power-ups, briefly, so the first SCardListReaders() and
+	 * SCardGetStatusChange() of a program see the cards already in the readers rather
+	 * than empty readers that fill a few milliseconds later. */
+	calais__mutex_lock(&m->lock);
+	uint64_t until = calais__now_ms() + STARTUP_POWER_UP_MS;
+	for (;;) {
+		bool pending = false;
+		for (struct calais_reader *r = m->readers; r && !pending; r = r->next)
+			pending = r->card == CALAIS__CARD_INSERTED;
+		if (!pending || !calais__cond_wait_until(&m->state_cond, &m->lock, until))
+			break;
+	}
+	calais__mutex_unlock(&m->lock);
 	return SCARD_S_SUCCESS;
 }
 
