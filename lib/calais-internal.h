@@ -394,5 +394,6 @@ void calais__contexts_free_all(void);
 extern const struct calais_backend calais__backend_sim;
 extern const struct calais_backend calais__backend_ccid;
 extern const struct calais_backend calais__backend_pcsc;
+extern const struct calais_backend calais__backend_vpcd;
 
 #endif /* CALAIS_INTERNAL_H */
