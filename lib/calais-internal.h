@@ -395,5 +395,6 @@ extern const struct calais_backend calais__backend_sim;
 extern const struct calais_backend calais__backend_ccid;
 extern const struct calais_backend calais__backend_pcsc;
 extern const struct calais_backend calais__backend_vpcd;
+extern const struct calais_backend calais__backend_serial;
 
 #endif /* CALAIS_INTERNAL_H */

@@ -39,6 +39,10 @@ static const struct {
 	/* Asked for only: next to ccid it would list pcscd's readers a second time. */
 	{ &calais__backend_pcsc, false },
 #endif
+#if defined(CALAIS_HAVE_SERIAL)
+	/* Declared readers only (CALAIS_SERIAL_READERS): nothing to do without them. */
+	{ &calais__backend_serial, true },
+#endif
 #if defined(CALAIS_HAVE_VPCD)
 	/* Asked for only: it opens TCP ports. */
 	{ &calais__backend_vpcd, false },

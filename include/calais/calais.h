@@ -100,6 +100,10 @@ struct calais_config {
 	 *  $CALAIS_PCSC_LIBRARY, else the platform's (libpcsclite_real.so.1 or
 	 *  libpcsclite.so.1, the PC/SC framework, winscard.dll). */
 	const char *pcsc_library;
+	/** Serial readers (they cannot be enumerated): "device:protocol[:model]" separated by
+	 *  commas, e.g. "/dev/ttyUSB0:gemtwin,/dev/ttyS1:gemtwin:GemPCPinPad"; NULL:
+	 *  $CALAIS_SERIAL_READERS. */
+	const char *serial_readers;
 };
 
 /** Fills @p cfg with the defaults (all zero). */

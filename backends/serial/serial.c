@@ -1,0 +1,574 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The serial reader backend: readers declared by their port (serial readers cannot be
+ * enumerated), CCID over a UART with the GemPC Twin / Pinpad framing (03 06 <CCID
+ * message> <LRC>, the reader's echo, NAK and resend, card movement bytes 50 02/50 03), a
+ * CCID descriptor synthesised for the model, and the whole CCID message and slot layers
+ * of the USB backend reused (backends/ccid/ccid-msg.c, ccid-slot.c). Declared with
+ * cfg.serial_readers or CALAIS_SERIAL_READERS: "device:protocol[:model],...". */
+#include "../ccid/ccid.h"
+#include "platform/serial.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define ser_log(level, ...)                                                          \
+	do {                                                                         \
+		if (calais__log_level >= (level))                                    \
+			calais__log((level), "serial", __VA_ARGS__);                 \
+	} while (0)
+
+#define RETRY_MS 2000      /* a missing or busy port is tried again this often */
+#define ECHO_TIMEOUT_MS 2000
+#define BYTE_TIMEOUT_MS 1000
+#define MAX_NAKS 3
+#define MAX_GARBAGE 600    /* bytes skipped looking for a frame before giving up */
+#define MAX_DECLARED 16
+
+/* The models libccid drives over serial, with what their descriptors would say. */
+struct model {
+	const char *key, *name;
+	uint32_t max_rate;
+	uint8_t pin_support;
+};
+static const struct model models[] = {
+	{ "GemPCTwin", "GemPC Twin", 344086, 0 },
+	{ "GemPCPinPad", "GemPC Pinpad", 500000, 3 },
+};
+
+struct serial_priv;
+
+struct sreader {
+	struct serial_priv *sp;
+	char path[256];
+	const struct model *m;
+	calais_reader *r;
+	calais__serial_t fd;
+	atomic_bool open;          /* changed under port.lock */
+	bool down_logged;
+	struct calais__ccid_desc desc;
+	struct calais__ccid_strategy st;
+	struct calais__ccid_port port;
+	struct calais__ccid_slot slot;
+	uint8_t last[CALAIS__CCID_HEADER + 271 + 3]; /* the frame sent, for NAK and echo */
+	size_t last_len;
+};
+
+struct serial_priv {
+	calais_backend_instance *bi;
+	struct sreader *readers[MAX_DECLARED];
+	size_t n;
+	calais__mutex_t lock;
+	calais__cond_t cond;
+	bool stop;
+	calais__thread_t retry;
+	bool retry_running;
+};
+
+/* ---- framing ------------------------------------------------------------------------ */
+
+static LONG io_rv(struct sreader *s, enum calais__serial_status st, const char *what)
+{
+	switch (st) {
+	case CALAIS__SERIAL_OK:
+		return SCARD_S_SUCCESS;
+	case CALAIS__SERIAL_TIMEOUT:
+		return SCARD_E_TIMEOUT;
+	case CALAIS__SERIAL_MISSING:
+		/* The adapter went away: closed here, reopened by the retry thread. */
+		ser_log(CALAIS_LOG_WARNING, "%s: port gone during %s", s->path, what);
+		calais__serial_close(s->fd);
+		s->open = false;
+		s->port.gone = true;
+		return SCARD_E_READER_UNAVAILABLE;
+	default:
+		ser_log(CALAIS_LOG_WARNING, "%s: %s failed", s->path, what);
+		return SCARD_F_COMM_ERROR;
+	}
+}
+
+/* Reads one frame (after skipping card-movement pairs, time-extension bytes and noise).
+ * *nak: the reader rejected our frame. */
+static LONG read_frame(struct sreader *s, uint8_t *buf, size_t cap, size_t *n, bool *nak,
+                       uint32_t first_ms)
+{
+	*n = 0;
+	*nak = false;
+	uint32_t wait = first_ms;
+	for (unsigned skipped = 0;; skipped++) {
+		if (skipped > MAX_GARBAGE) {
+			ser_log(CALAIS_LOG_WARNING, "%s: no frame in %u bytes of noise", s->path, skipped);
+			return SCARD_F_COMM_ERROR;
+		}
+		uint8_t b;
+		LONG rv = io_rv(s, calais__serial_read(s->fd, &b, 1, wait), "read");
+		if (rv != SCARD_S_SUCCESS)
+			return rv;
+		wait = BYTE_TIMEOUT_MS;
+		if (b == 0x50) {
+			/* Card movement, sent between frames. */
+			uint8_t st;
+			rv = io_rv(s, calais__serial_read(s->fd, &st, 1, BYTE_TIMEOUT_MS), "read");
+			if (rv != SCARD_S_SUCCESS)
+				return rv;
+			if (st == 0x02 || st == 0x03) {
+				calais_reader_card_event(s->r, st == 0x03);
+				continue;
+			}
+			continue;
+		}
+		if (b != 0x03)
+			continue; /* time-extension bytes (>= 0x80) and noise */
+		uint8_t ctrl;
+		rv = io_rv(s, calais__serial_read(s->fd, &ctrl, 1, BYTE_TIMEOUT_MS), "read");
+		if (rv != SCARD_S_SUCCESS)
+			return rv;
+		if (ctrl == 0x15) {
+			uint8_t lrc;
+			rv = io_rv(s, calais__serial_read(s->fd, &lrc, 1, BYTE_TIMEOUT_MS), "read");
+			if (rv != SCARD_S_SUCCESS)
+				return rv;
+			*nak = true;
+			return SCARD_S_SUCCESS;
+		}
+		if (ctrl != 0x06)
+			continue;
+		uint8_t hdr[CALAIS__CCID_HEADER];
+		rv = io_rv(s, calais__serial_read(s->fd, hdr, sizeof(hdr), BYTE_TIMEOUT_MS), "read");
+		if (rv != SCARD_S_SUCCESS)
+			return rv;
+		uint32_t len = (uint32_t)hdr[1] | (uint32_t)hdr[2] << 8 | (uint32_t)hdr[3] << 16 |
+		               (uint32_t)hdr[4] << 24;
+		if (len > cap - CALAIS__CCID_HEADER) {
+			ser_log(CALAIS_LOG_WARNING, "%s: frame announces %u data bytes", s->path, len);
+			calais__serial_flush(s->fd);
+			return SCARD_F_COMM_ERROR;
+		}
+		memcpy(buf, hdr, sizeof(hdr));
+		uint8_t lrc;
+		rv = io_rv(s, calais__serial_read(s->fd, buf + sizeof(hdr), len, BYTE_TIMEOUT_MS),
+		           "read");
+		if (rv == SCARD_S_SUCCESS)
+			rv = io_rv(s, calais__serial_read(s->fd, &lrc, 1, BYTE_TIMEOUT_MS), "read");
+		if (rv != SCARD_S_SUCCESS)
+			return rv == SCARD_E_TIMEOUT ? SCARD_F_COMM_ERROR : rv; /* a frame cut short */
+		uint8_t x = 0x03 ^ 0x06;
+		for (size_t i = 0; i < sizeof(hdr) + len; i++)
+			x ^= buf[i];
+		if (x != lrc) {
+			/* libccid only logs this; a corrupted answer is not an answer. */
+			ser_log(CALAIS_LOG_WARNING, "%s: frame checksum 0x%02X, expected 0x%02X", s->path,
+			        lrc, x);
+			return SCARD_F_COMM_ERROR;
+		}
+		*n = sizeof(hdr) + len;
+		return SCARD_S_SUCCESS;
+	}
+}
+
+static LONG write_last(struct sreader *s)
+{
+	return io_rv(s, calais__serial_write(s->fd, s->last, s->last_len, ECHO_TIMEOUT_MS), "write");
+}
+
+/* struct calais__ccid_port send: the frame, then its echo, resent on a NAK. */
+static LONG ser_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_ms)
+{
+	struct sreader *s = user;
+	if (!s->open)
+		return SCARD_E_READER_UNAVAILABLE;
+	if (n + 3 > sizeof(s->last))
+		return SCARD_E_INSUFFICIENT_BUFFER;
+	s->last[0] = 0x03;
+	s->last[1] = 0x06;
+	memcpy(s->last + 2, msg, n);
+	uint8_t x = 0;
+	for (size_t i = 0; i < n + 2; i++)
+		x ^= s->last[i];
+	s->last[n + 2] = x;
+	s->last_len = n + 3;
+	for (unsigned naks = 0;; naks++) {
+		LONG rv = write_last(s);
+		if (rv != SCARD_S_SUCCESS)
+			return rv;
+		uint8_t echo[sizeof(s->last)];
+		size_t got;
+		bool nak;
+		rv = read_frame(s, echo, sizeof(echo), &got, &nak, ECHO_TIMEOUT_MS);
+		if (rv == SCARD_E_TIMEOUT) {
+			ser_log(CALAIS_LOG_WARNING, "%s: the reader does not echo", s->path);
+			return SCARD_F_COMM_ERROR;
+		}
+		if (rv != SCARD_S_SUCCESS)
+			return rv;
+		if (nak) {
+			if (naks + 1 >= MAX_NAKS) {
+				ser_log(CALAIS_LOG_WARNING, "%s: %u NAKs in a row", s->path, naks + 1);
+				return SCARD_F_COMM_ERROR;
+			}
+			ser_log(CALAIS_LOG_DEBUG, "%s: NAK; frame sent again", s->path);
+			continue;
+		}
+		if (got != n || memcmp(echo, msg, n) != 0) {
+			ser_log(CALAIS_LOG_WARNING, "%s: the echo differs from the frame sent", s->path);
+			return SCARD_F_COMM_ERROR;
+		}
+		return SCARD_S_SUCCESS;
+	}
+}
+
+/* struct calais__ccid_port recv: the answer frame. */
+static LONG ser_recv(void *user, uint8_t *buf, size_t cap, size_t *n, uint32_t timeout_ms)
+{
+	struct sreader *s = user;
+	if (!s->open)
+		return SCARD_E_READER_UNAVAILABLE;
+	for (unsigned naks = 0;; naks++) {
+		bool nak;
+		LONG rv = read_frame(s, buf, cap, n, &nak, timeout_ms);
+		if (rv != SCARD_S_SUCCESS || !nak)
+			return rv;
+		/* The reader rejected our frame after its echo: send it again. */
+		if (naks + 1 >= MAX_NAKS || (rv = write_last(s)) != SCARD_S_SUCCESS)
+			return rv != SCARD_S_SUCCESS ? rv : SCARD_F_COMM_ERROR;
+	}
+}
+
+/* ---- opening ----------------------------------------------------------------------------- */
+
+/* Opens the port and greets the reader as libccid does; port.lock held. */
+static bool open_reader(struct sreader *s)
+{
+	calais__serial_t fd;
+	enum calais__serial_status st = calais__serial_open(s->path, 115200, CALAIS__PARITY_NONE, 2,
+	                                                    &fd);
+	if (st != CALAIS__SERIAL_OK) {
+		if (!s->down_logged)
+			ser_log(CALAIS_LOG_WARNING, "%s: cannot open the port (%s); the reader stays "
+			        "listed, unavailable, and the port is tried again every %u s",
+			        s->path,
+			        st == CALAIS__SERIAL_MISSING  ? "no such device"
+			        : st == CALAIS__SERIAL_BUSY   ? "in use by another process"
+			        : st == CALAIS__SERIAL_ACCESS ? "permission denied"
+			                                      : "error",
+			        RETRY_MS / 1000);
+		s->down_logged = true;
+		return false;
+	}
+	/* RTS low stops the reader's plug-and-play identification string. */
+	calais__serial_rts(fd, false);
+	s->fd = fd;
+	s->open = true;
+	s->port.gone = false;
+	s->port.cancel = false;
+	struct calais__ccid_reply r;
+	/* Escape 02: firmware version; no answer means no reader on that port. */
+	static const uint8_t fw[] = { 0x02 }, notify[] = { 0x01, 0x01, 0x01 };
+	LONG rv = calais__ccid_command(&s->port, CALAIS__PC_ESCAPE, 0, NULL, fw, 1, &r, 2000);
+	if (rv != SCARD_S_SUCCESS) {
+		if (!s->down_logged)
+			ser_log(CALAIS_LOG_WARNING, "%s: no %s answers (%s); tried again every %u s",
+			        s->path, s->m->name, pcsc_stringify_error(rv), RETRY_MS / 1000);
+		s->down_logged = true;
+		if (s->open)
+			calais__serial_close(s->fd);
+		s->open = false;
+		return false;
+	}
+	ser_log(CALAIS_LOG_INFO, "%s: %s, firmware \"%.*s\"", s->path, s->m->name, (int)r.len,
+	        (const char *)r.data);
+	/* Card movement bytes after each answer, as libccid asks for them. */
+	calais__ccid_command(&s->port, CALAIS__PC_ESCAPE, 0, NULL, notify, 3, &r, 2000);
+	s->down_logged = false;
+	return true;
+}
+
+static void try_open(struct sreader *s)
+{
+	calais__mutex_lock(&s->port.lock);
+	bool ok = !s->open && open_reader(s);
+	calais__mutex_unlock(&s->port.lock);
+	if (!ok)
+		return;
+	calais_reader_set_unavailable(s->r, SCARD_S_SUCCESS);
+	bool present = false;
+	if (calais__ccid_slot_status(&s->slot, &present) == SCARD_S_SUCCESS)
+		calais_reader_card_event(s->r, present);
+}
+
+static void *retry_main(void *arg)
+{
+	struct serial_priv *sp = arg;
+	calais__mutex_lock(&sp->lock);
+	while (!sp->stop) {
+		calais__cond_wait_until(&sp->cond, &sp->lock, calais__now_ms() + RETRY_MS);
+		if (sp->stop)
+			break;
+		calais__mutex_unlock(&sp->lock);
+		for (size_t i = 0; i < sp->n; i++) {
+			struct sreader *s = sp->readers[i];
+			calais__mutex_lock(&s->port.lock);
+			bool closed = !s->open;
+			calais__mutex_unlock(&s->port.lock);
+			if (closed) {
+				calais_reader_set_unavailable(s->r, SCARD_E_READER_UNAVAILABLE);
+				calais_reader_card_event(s->r, false);
+				try_open(s);
+			}
+		}
+		calais__mutex_lock(&sp->lock);
+	}
+	calais__mutex_unlock(&sp->lock);
+	return NULL;
+}
+
+/* ---- declaration ------------------------------------------------------------------------- */
+
+static void synthesise(struct sreader *s)
+{
+	struct calais__ccid_desc *d = &s->desc;
+	memset(d, 0, sizeof(*d));
+	d->bcd_ccid = 0x0110;
+	d->voltage_support = 7;
+	d->protocols = 3;
+	d->default_clock_khz = 4000;
+	d->max_clock_khz = 4000;
+	d->data_rate = 10752;
+	d->max_data_rate = s->m->max_rate;
+	d->max_ifsd = 254;
+	/* libccid's: TPDU level, automatic clock and baud, NAD other than 0. */
+	d->features = 0x00010230;
+	d->max_message_length = 271;
+	d->pin_support = s->m->pin_support;
+	d->max_busy_slots = 1;
+	calais__ccid_strategy(d, &s->st);
+}
+
+static LONG declare(struct serial_priv *sp, const char *spec)
+{
+	/* device:protocol[:model] */
+	char buf[256];
+	if (strlen(spec) >= sizeof(buf)) {
+		ser_log(CALAIS_LOG_ERROR, "serial reader declaration too long");
+		return SCARD_E_INVALID_VALUE;
+	}
+	snprintf(buf, sizeof(buf), "%s", spec);
+	char *proto = strrchr(buf, ':'), *model = NULL;
+	if (proto && proto != buf) {
+		*proto++ = 0;
+		char *prev = strrchr(buf, ':');
+		if (prev && prev != buf && strcasecmp(proto, "gemtwin") != 0 &&
+		    strcasecmp(proto, "phoenix") != 0) {
+			/* the last part was the model */
+			model = proto;
+			*prev = 0;
+			proto = prev + 1;
+		}
+	}
+	if (!proto || !*buf) {
+		ser_log(CALAIS_LOG_ERROR, "\"%s\" is not device:protocol[:model]", spec);
+		return SCARD_E_INVALID_VALUE;
+	}
+	if (strcasecmp(proto, "phoenix") == 0) {
+		ser_log(CALAIS_LOG_ERROR, "%s: Phoenix/Smartmouse readers are not supported yet", buf);
+		return SCARD_E_READER_UNSUPPORTED;
+	}
+	if (strcasecmp(proto, "gemtwin") != 0) {
+		ser_log(CALAIS_LOG_ERROR, "%s: unknown serial protocol \"%s\" (gemtwin)", buf, proto);
+		return SCARD_E_INVALID_VALUE;
+	}
+	const struct model *m = &models[0];
+	if (model) {
+		m = NULL;
+		for (size_t i = 0; i < CALAIS__ARRAY_SIZE(models) && !m; i++)
+			if (strcasecmp(models[i].key, model) == 0)
+				m = &models[i];
+		if (!m) {
+			ser_log(CALAIS_LOG_ERROR, "%s: unknown model \"%s\" (GemPCTwin, GemPCPinPad)", buf,
+			        model);
+			return SCARD_E_INVALID_VALUE;
+		}
+	}
+	if (sp->n == MAX_DECLARED)
+		return SCARD_E_NO_MEMORY;
+	struct sreader *s = calloc(1, sizeof(*s));
+	if (!s)
+		return SCARD_E_NO_MEMORY;
+	s->sp = sp;
+	s->m = m;
+	snprintf(s->path, sizeof(s->path), "%s", buf);
+	synthesise(s);
+	s->port.user = s;
+	s->port.send = ser_send;
+	s->port.recv = ser_recv;
+	s->port.name = s->path;
+	if (calais__ccid_port_init(&s->port, s->desc.max_message_length) != SCARD_S_SUCCESS) {
+		free(s);
+		return SCARD_E_NO_MEMORY;
+	}
+	s->slot = (struct calais__ccid_slot){ .port = &s->port, .desc = &s->desc, .st = &s->st };
+
+	struct calais_feature features[8];
+	size_t n_features = calais__ccid_features(&s->slot, features);
+	struct calais_reader_desc d = {
+		.name = m->name,
+		.interface_name = s->path,
+		.vendor = "Gemalto",
+		.channel_id = 0x00010000u, /* a serial port */
+		.max_input = s->st.max_apdu,
+		.flags = CALAIS_READER_POLL_PRESENCE,
+		.protocols = SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
+		.features = features,
+		.n_features = n_features,
+	};
+	LONG rv = calais_reader_new(sp->bi, &d, &s->r);
+	if (rv != SCARD_S_SUCCESS) {
+		calais__ccid_port_free(&s->port);
+		free(s);
+		return rv;
+	}
+	*(struct sreader **)calais_reader_priv(s->r) = s;
+	calais__mutex_lock(&s->port.lock);
+	bool ok = open_reader(s);
+	calais__mutex_unlock(&s->port.lock);
+	if (!ok)
+		calais_reader_set_unavailable(s->r, SCARD_E_READER_UNAVAILABLE);
+	bool present = false;
+	if (ok && calais__ccid_slot_status(&s->slot, &present) != SCARD_S_SUCCESS)
+		present = false;
+	sp->readers[sp->n++] = s;
+	if (calais_reader_publish(s->r, present) != SCARD_S_SUCCESS) {
+		sp->readers[--sp->n] = NULL;
+		calais__ccid_port_free(&s->port);
+		free(s);
+	}
+	return SCARD_S_SUCCESS;
+}
+
+static LONG serial_init(calais_backend_instance *bi)
+{
+	struct serial_priv *sp = calais_backend_priv(bi);
+	sp->bi = bi;
+	calais__mutex_init(&sp->lock);
+	calais__cond_init(&sp->cond);
+	const char *list = calais__mgr.cfg.serial_readers;
+	if (!list)
+		list = calais__getenv("CALAIS_SERIAL_READERS");
+	if (!list || !*list) {
+		ser_log(CALAIS_LOG_INFO, "no serial reader declared (CALAIS_SERIAL_READERS)");
+		return SCARD_S_SUCCESS;
+	}
+	char *copy = strdup(list), *save = NULL;
+	if (!copy)
+		return SCARD_E_NO_MEMORY;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		while (*tok == ' ')
+			tok++;
+		if (*tok)
+			declare(sp, tok);
+	}
+	free(copy);
+	if (sp->n && calais__thread_create(&sp->retry, retry_main, sp) == 0)
+		sp->retry_running = true;
+	return SCARD_S_SUCCESS;
+}
+
+static void serial_stop(calais_backend_instance *bi)
+{
+	struct serial_priv *sp = calais_backend_priv(bi);
+	calais__mutex_lock(&sp->lock);
+	sp->stop = true;
+	calais__cond_broadcast(&sp->cond);
+	calais__mutex_unlock(&sp->lock);
+	if (sp->retry_running)
+		calais__thread_join(sp->retry);
+	sp->retry_running = false;
+}
+
+static void serial_exit(calais_backend_instance *bi)
+{
+	struct serial_priv *sp = calais_backend_priv(bi);
+	calais__cond_destroy(&sp->cond);
+	calais__mutex_destroy(&sp->lock);
+}
+
+static void serial_close(calais_reader *r)
+{
+	struct sreader *s = *(struct sreader **)calais_reader_priv(r);
+	if (s->open) {
+		if (s->slot.powered)
+			calais__ccid_power_off(&s->slot);
+		calais__serial_close(s->fd);
+	}
+	s->open = false;
+	calais__ccid_port_free(&s->port);
+	free(s);
+}
+
+#define S(r) (*(struct sreader **)calais_reader_priv(r))
+
+static LONG serial_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_len)
+{
+	return calais__ccid_power_on(&S(r)->slot, warm, atr, atr_len);
+}
+
+static LONG serial_power_off(calais_reader *r)
+{
+	return calais__ccid_power_off(&S(r)->slot);
+}
+
+static LONG serial_set_protocol(calais_reader *r, uint32_t protocol)
+{
+	return calais__ccid_set_protocol(&S(r)->slot, protocol);
+}
+
+static LONG serial_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx, size_t tx_len,
+                            uint8_t *rx, size_t *rx_len, uint32_t timeout_ms)
+{
+	return calais__ccid_transmit(&S(r)->slot, protocol, tx, tx_len, rx, rx_len);
+}
+
+static LONG serial_control(calais_reader *r, uint32_t code, const uint8_t *in, size_t in_len,
+                           uint8_t *out, size_t out_cap, size_t *out_len)
+{
+	return calais__ccid_control(&S(r)->slot, code, in, in_len, out, out_cap, out_len);
+}
+
+/* The core polls presence; a closed port is an empty, unavailable reader meanwhile. */
+static LONG serial_slot_status(calais_reader *r, bool *present)
+{
+	struct sreader *s = S(r);
+	*present = false;
+	if (!s->open)
+		return SCARD_S_SUCCESS;
+	LONG rv = calais__ccid_slot_status(&s->slot, present);
+	if (rv == SCARD_E_READER_UNAVAILABLE) {
+		calais_reader_set_unavailable(r, SCARD_E_READER_UNAVAILABLE);
+		*present = false;
+		return SCARD_S_SUCCESS; /* declared readers stay listed */
+	}
+	return rv;
+}
+
+static void serial_cancel(calais_reader *r)
+{
+	S(r)->port.cancel = true;
+}
+
+const struct calais_backend calais__backend_serial = {
+	.abi_version = CALAIS_BACKEND_ABI_VERSION,
+	.name = "serial",
+	.caps = CALAIS_BACKEND_CAP_CARD_EVENTS | CALAIS_BACKEND_CAP_PINPAD,
+	.instance_priv_size = sizeof(struct serial_priv),
+	.reader_priv_size = sizeof(struct sreader *),
+	.init = serial_init,
+	.stop = serial_stop,
+	.exit = serial_exit,
+	.close = serial_close,
+	.power_on = serial_power_on,
+	.power_off = serial_power_off,
+	.set_protocol = serial_set_protocol,
+	.transmit = serial_transmit,
+	.control = serial_control,
+	.slot_status = serial_slot_status,
+	.cancel = serial_cancel,
+};
