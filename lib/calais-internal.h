@@ -376,6 +376,9 @@ LONG calais__reader_reset(struct calais_reader *r, bool unpower);
 /* Powers the card down; io_lock held, mgr.lock not held. */
 LONG calais__reader_power_down(struct calais_reader *r);
 void calais__reader_close_all(void);
+/* The backend said the device is gone (SCARD_E_READER_UNAVAILABLE): the reader is removed,
+ * unless its backend marked it unavailable to keep it listed. mgr.lock not held. */
+void calais__reader_lost(struct calais_reader *r);
 void calais__reader_flag_handles(struct calais_reader *r, struct calais_handle *except, int ev);
 void calais__reader_state_changed(struct calais_reader *r); /* broadcast */
 void calais__reader_release_tx(struct calais_reader *r);

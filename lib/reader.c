@@ -283,6 +283,16 @@ void calais_reader_set_unavailable(calais_reader *r, LONG reason)
 	calais__mutex_unlock(&M->lock);
 }
 
+void calais__reader_lost(struct calais_reader *r)
+{
+	calais__mutex_lock(&M->lock);
+	bool keep = r->unavailable != SCARD_S_SUCCESS;
+	calais__mutex_unlock(&M->lock);
+	/* A reader its backend keeps listed (a declared serial port) stays, unavailable. */
+	if (!keep)
+		calais_reader_remove(r);
+}
+
 void calais_reader_card_event(calais_reader *r, bool present)
 {
 	if (!r)
@@ -398,7 +408,7 @@ static LONG power_up(struct calais_reader *r, bool warm)
 		return SCARD_E_NO_SMARTCARD;
 	case SCARD_E_READER_UNAVAILABLE:
 		calais__mutex_unlock(&M->lock);
-		calais_reader_remove(r);
+		calais__reader_lost(r);
 		return rv;
 	default:
 		calais__warn("\"%s\": card does not answer to reset: %s", r->name,
@@ -540,7 +550,7 @@ static void run_job(struct calais_reader *r, enum job job)
 			if (rv == SCARD_S_SUCCESS)
 				calais_reader_card_event(r, present);
 			else if (rv == SCARD_E_READER_UNAVAILABLE)
-				calais_reader_remove(r);
+				calais__reader_lost(r);
 			else
 				calais__dbg("\"%s\": slot status failed: %s", r->name,
 				            pcsc_stringify_error(rv));

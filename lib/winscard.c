@@ -1062,7 +1062,7 @@ LONG SCardTransmit(SCARDHANDLE hCard, const SCARD_IO_REQUEST *pioSendPci, LPCBYT
 		calais__mutex_lock(&M->lock);
 	} else if (rv == SCARD_E_READER_UNAVAILABLE) {
 		calais__mutex_unlock(&M->lock);
-		calais_reader_remove(r);
+		calais__reader_lost(r);
 		calais__mutex_lock(&M->lock);
 	}
 	handle_unref(h);
@@ -1131,7 +1131,7 @@ LONG SCardControl(SCARDHANDLE hCard, DWORD dwControlCode, LPCVOID pbSendBuffer, 
 	io_end(r);
 	if (rv == SCARD_E_READER_UNAVAILABLE) {
 		calais__mutex_unlock(&M->lock);
-		calais_reader_remove(r);
+		calais__reader_lost(r);
 		calais__mutex_lock(&M->lock);
 	}
 	handle_unref(h);

@@ -79,6 +79,10 @@ static LONG io_rv(struct sreader *s, enum calais__serial_status st, const char *
 		calais__serial_close(s->fd);
 		s->open = false;
 		s->port.gone = true;
+		if (s->r) {
+			calais_reader_set_unavailable(s->r, SCARD_E_READER_UNAVAILABLE);
+			calais_reader_card_event(s->r, false);
+		}
 		return SCARD_E_READER_UNAVAILABLE;
 	default:
 		ser_log(CALAIS_LOG_WARNING, "%s: %s failed", s->path, what);
@@ -195,8 +199,16 @@ static LONG ser_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_
 		bool nak;
 		rv = read_frame(s, echo, sizeof(echo), &got, &nak, ECHO_TIMEOUT_MS);
 		if (rv == SCARD_E_TIMEOUT) {
-			ser_log(CALAIS_LOG_WARNING, "%s: the reader does not echo", s->path);
-			return SCARD_F_COMM_ERROR;
+			/* A reader that stops echoing has stopped: closed, and reopened (and greeted
+			 * again) by the retry thread once it answers. */
+			ser_log(CALAIS_LOG_WARNING, "%s: the reader does not echo; closed until it "
+			        "answers again", s->path);
+			calais__serial_close(s->fd);
+			s->open = false;
+			s->port.gone = true;
+			calais_reader_set_unavailable(s->r, SCARD_E_READER_UNAVAILABLE);
+			calais_reader_card_event(s->r, false);
+			return SCARD_E_READER_UNAVAILABLE;
 		}
 		if (rv != SCARD_S_SUCCESS)
 			return rv;

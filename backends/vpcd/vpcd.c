@@ -36,6 +36,8 @@
  * lock, and at power-up the core's one worker thread, so the ATR gets a short bound. */
 #define ATR_TIMEOUT_MS 5000u
 #define APDU_TIMEOUT_MS 30000u
+/* How long start-up waits for cards already trying to connect. */
+#define STARTUP_GRACE_MS 150u
 #define BACKOFF_MIN_MS 250u
 #define BACKOFF_MAX_MS 5000u
 
@@ -1055,6 +1057,21 @@ static LONG vpcd_init(calais_backend_instance *bi)
 	calais__mutex_unlock(&vp->lock);
 	vpcd_log(CALAIS_LOG_INFO, "%u readers on %s ports %lu to %lu", vp->n_slots, vp->host, port,
 	         port + vp->n_slots - 1);
+	/* Cards that keep trying to connect (vicc and the Android app retry, as does
+	 * tests/peers/vcard) get in before start-up returns, so a program's first listing
+	 * shows them, as it would with a long-running pcscd. Bounded, and over as soon as
+	 * every reader has its card. */
+	uint64_t until = calais__now_ms() + STARTUP_GRACE_MS;
+	while (calais__now_ms() < until) {
+		unsigned cards = 0;
+		calais__mutex_lock(&vp->lock);
+		for (unsigned i = 0; i < vp->n_slots; i++)
+			cards += vp->slots[i].card_sock != BAD_SOCK;
+		calais__mutex_unlock(&vp->lock);
+		if (cards == vp->n_slots)
+			break;
+		calais__sleep_us(10000);
+	}
 	return SCARD_S_SUCCESS;
 }
 

@@ -13,6 +13,8 @@
 #include <reader.h>
 #include <calais/calais.h>
 
+#include "backend-test.h"
+
 #include "ccidsim.h"
 #include "ccid.h"
 
@@ -33,12 +35,6 @@ static const char *err(LONG rv)
 	return pcsc_stringify_error(rv);
 }
 
-#define assert_rv(expr, want)                                                            \
-	do {                                                                             \
-		LONG got_ = (expr), want_ = (want);                                      \
-		cr_assert_eq(got_, want_, "%s: got 0x%lX, want 0x%lX", #expr,            \
-		             (unsigned long)got_, (unsigned long)want_);                 \
-	} while (0)
 
 static void start_with(uint32_t poll_ms)
 {

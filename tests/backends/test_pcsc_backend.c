@@ -19,6 +19,8 @@
 #include <reader.h>
 #include <calais/calais.h>
 
+#include "backend-test.h"
+
 static const uint8_t ATR[] = { 0x3B, 0x8E, 0x01, 0x43, 0x61, 0x6C, 0x61, 0x69, 0x73,
 	                       0x54, 0x65, 0x73, 0x74, 0x43, 0x61, 0x72, 0x64, 0xB8 };
 #define R0 "Virtual PCD 00 00"
@@ -26,19 +28,6 @@ static const uint8_t ATR[] = { 0x3B, 0x8E, 0x01, 0x43, 0x61, 0x6C, 0x61, 0x69, 0
 
 static SCARDCONTEXT ctx;
 
-#define assert_rv(expr, want)                                                            \
-	do {                                                                             \
-		LONG got_ = (expr), want_ = (want);                                      \
-		cr_assert_eq(got_, want_, "%s: got 0x%lX, want 0x%lX", #expr,            \
-		             (unsigned long)got_, (unsigned long)want_);                 \
-	} while (0)
-
-static long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
 /* pcscd-peer <verb> on our peer (stop, start, restart). */
 static int peer(const char *verb)
@@ -78,8 +67,8 @@ static unsigned count_readers(void)
 static bool wait_state(const char *name, DWORD bit, long ms)
 {
 	SCARD_READERSTATE rs = { .szReader = name, .dwCurrentState = SCARD_STATE_UNAWARE };
-	long until = now_ms() + ms;
-	while (now_ms() < until) {
+	long until = bt_now_ms() + ms;
+	while (bt_now_ms() < until) {
 		LONG rv = SCardGetStatusChange(ctx, 200, &rs, 1);
 		if (rv == SCARD_S_SUCCESS && (rs.dwEventState & bit))
 			return true;
@@ -93,8 +82,8 @@ static bool wait_state(const char *name, DWORD bit, long ms)
 
 static bool wait_readers(unsigned n, long ms)
 {
-	long until = now_ms() + ms;
-	while (count_readers() != n && now_ms() < until)
+	long until = bt_now_ms() + ms;
+	while (count_readers() != n && bt_now_ms() < until)
 		usleep(20000);
 	return count_readers() == n;
 }
@@ -207,12 +196,12 @@ Test(pcsc, card_removal_and_insertion_reach_a_waiter)
 	assert_rv(SCardGetStatusChange(ctx, 0, &rs, 1), SCARD_S_SUCCESS);
 	cr_assert(rs.dwEventState & SCARD_STATE_PRESENT);
 	rs.dwCurrentState = rs.dwEventState;
-	long t0 = now_ms();
+	long t0 = bt_now_ms();
 	remove_card();
 	assert_rv(SCardGetStatusChange(ctx, 5000, &rs, 1), SCARD_S_SUCCESS);
 	cr_assert(rs.dwEventState & SCARD_STATE_EMPTY, "state 0x%lX",
 	          (unsigned long)rs.dwEventState);
-	cr_log_info("removal seen after %ld ms", now_ms() - t0);
+	cr_log_info("removal seen after %ld ms", bt_now_ms() - t0);
 	rs.dwCurrentState = rs.dwEventState;
 	assert_rv(SCardGetStatusChange(ctx, 5000, &rs, 1), SCARD_S_SUCCESS);
 	cr_assert(rs.dwEventState & SCARD_STATE_PRESENT);
@@ -267,7 +256,7 @@ static void *other_begin(void *arg)
 {
 	struct other *o = arg;
 	o->begin_rv = o->begin(o->h);
-	o->begin_done_ms = now_ms();
+	o->begin_done_ms = bt_now_ms();
 	if (o->begin_rv == SCARD_S_SUCCESS)
 		o->end(o->h, SCARD_LEAVE_CARD);
 	return NULL;
@@ -283,7 +272,7 @@ static void held_off(struct other *o, SCARDHANDLE mine, void (*release)(SCARDHAN
 	usleep(500000);
 	cr_assert_eq(__atomic_load_n(&o->begin_done_ms, __ATOMIC_SEQ_CST), 0,
 	             "the other client got in while we held the card");
-	long released = now_ms();
+	long released = bt_now_ms();
 	release(mine);
 	pthread_join(t, NULL);
 	assert_rv(o->begin_rv, SCARD_S_SUCCESS);
@@ -343,9 +332,9 @@ static long restart_with(const char *library)
 	calais_config_init(&cfg);
 	cfg.backends = "pcsc";
 	cfg.pcsc_library = library;
-	long t0 = now_ms();
+	long t0 = bt_now_ms();
 	assert_rv(calais_start(&cfg), SCARD_S_SUCCESS);
-	long took = now_ms() - t0;
+	long took = bt_now_ms() - t0;
 	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
 	return took;
 }

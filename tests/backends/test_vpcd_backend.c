@@ -27,6 +27,8 @@
 #include <reader.h>
 #include <calais/calais.h>
 
+#include "backend-test.h"
+
 #ifndef VCARD_PATH
 #error "VCARD_PATH: the path of tests/peers' vcard executable"
 #endif
@@ -48,15 +50,6 @@ static int port0;     /* reader i listens on port0 + i */
 static int fds_start; /* descriptors open before the manager started */
 
 /* pcsc_stringify_error() has one buffer: the two texts are taken one after the other. */
-#define assert_rv(expr, want)                                                            \
-	do {                                                                             \
-		LONG got_ = (expr), want_ = (want);                                      \
-		char got_s_[128];                                                        \
-		snprintf(got_s_, sizeof(got_s_), "%s", pcsc_stringify_error(got_));     \
-		cr_assert_eq(got_, want_, "%s: got 0x%lX (%s), want 0x%lX (%s)", #expr,  \
-		             (unsigned long)got_, got_s_, (unsigned long)want_,          \
-		             pcsc_stringify_error(want_));                               \
-	} while (0)
 
 static double now_ms(void)
 {

@@ -1,0 +1,1251 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * gemtwin-sim: a Gemalto GemPC Twin *serial* smart card reader, simulated on a
+ * pseudo-terminal, with a simulated T=0 or T=1 card in its slot.  Test peer for
+ * Calais' serial CCID backend; validated against pcscd + libccid's serial driver
+ * (libccidtwin) by tests/serial/pcscd-serial-check.
+ *
+ * Wire protocol (both directions): SYNC 0x03, CTRL 0x06 (ACK), a CCID message
+ * (10-byte header + data, CCID 1.1 chapter 6), LRC = XOR of all preceding bytes.
+ *   - every accepted host frame is echoed byte for byte first, then answered;
+ *   - a frame that is rejected (bad LRC, bad CTRL, too long, garbage, truncated)
+ *     gets NAK "03 15 16" (no echo, no answer); the host resends;
+ *   - card movement "50 02" (removed) / "50 03" (inserted) once enabled by Escape
+ *     01 01 01: sent after the echo of the next host frame, before its answer
+ *     (--async-notify: enabled from the start and sent at once);
+ *   - reader: one slot, TPDU exchange level, dwMaxCCIDMessageLength 271, T=0/T=1.
+ *
+ * Usage: gemtwin-sim [options]
+ *   --card t0|t1|none   card in the slot (default t1; none = empty slot, a card
+ *                       inserted later with SIGUSR2 is a T=1 card)
+ *   --absent            start with the slot empty (card type still from --card)
+ *   --atr HEX           override the card's ATR (e.g. 3B8081312045 55)
+ *   --link PATH         create a symlink PATH -> slave pty (removed at exit)
+ *   --firmware STR      Escape 02 answer (default "GemTwin V2.31-Calais-sim")
+ *   --async-notify      card movements notified at once, no Escape 01 01 01 needed
+ *   --nak-first         NAK the first well-formed host frame (same as --nak 1)
+ *   --nak N             NAK the Nth well-formed host frame
+ *   --no-echo           never echo host frames
+ *   --bad-lrc N         corrupt the LRC of the Nth answer frame
+ *   --garbage N         send "GARBAGE" (7 bytes) before the Nth answer frame
+ *   --time-ext N        send a CCID time-extension frame before the Nth answer
+ *   --silent-after N    after N answered commands, ignore the line entirely
+ *   --delay MS          wait MS milliseconds before every answer
+ *   --frame-timeout MS  a frame left incomplete for MS ms is NAKed (default 500)
+ *   --t1-max-inf N      the T=1 card sends at most N INF bytes per block (default
+ *                       254; the host's IFSD also limits it)
+ *   -v                  log every frame (and what it means) to stderr
+ * Numbering: "answer" = a CCID response frame (echoes, NAKs, notifications and
+ * time-extension frames are not counted), "host frame" = a well-formed frame from
+ * the host; both count from 1.
+ *
+ * Stdout: one line "PTY /dev/pts/N", flushed once the pty is ready.
+ * Signals: SIGUSR1 card removed, SIGUSR2 card inserted, SIGTERM/SIGINT/SIGHUP exit 0.
+ *
+ * The cards (same small application for both):
+ *   SELECT      00 A4 p1 p2 Lc data [Le]  -> FCI 6F L 84 Lc data, 90 00
+ *                                            (T=0: 61 xx, then GET RESPONSE 00 C0 00 00 xx)
+ *   READ BINARY 00 B0 hi lo Le            -> Le bytes, byte i = (offset + i) & 0xFF, 90 00
+ *   GET CHALLENGE 00 84 00 00 Le          -> Le pseudo-random bytes, 90 00
+ *   ECHO        80 EE 00 00 Lc data [Le]  -> data (case 4) / nothing (case 3), 90 00
+ *   WAIT        80 E5 00 00               -> 90 00 after a T=1 S(WTX) request / a T=0
+ *                                            time-request byte 0x80 from the reader
+ *   anything else                         -> 6D 00
+ * T=1 card: IFSC 32, LRC, answers I-blocks (chaining both ways), R-blocks
+ * (retransmission / next chained block), S(IFS), S(RESYNCH), S(ABORT), S(WTX).
+ * A PPS (XfrBlock starting with FF right after power-on) is confirmed by echo.
+ */
+#if !defined(_GNU_SOURCE) && !defined(_XOPEN_SOURCE)
+#define _XOPEN_SOURCE 700
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PRINTF_LIKE(f, a)
+#endif
+
+#define SYNC 0x03
+#define CTRL_ACK 0x06
+#define CTRL_NAK 0x15
+#define MAX_MSG 271                 /* dwMaxCCIDMessageLength of the GemPC Twin */
+#define RX_CAP 8192
+#define APDU_CAP 4096
+
+/* CCID message types */
+#define PC_SetParameters 0x61
+#define PC_IccPowerOn 0x62
+#define PC_IccPowerOff 0x63
+#define PC_GetSlotStatus 0x65
+#define PC_Secure 0x69
+#define PC_T0APDU 0x6A
+#define PC_Escape 0x6B
+#define PC_GetParameters 0x6C
+#define PC_ResetParameters 0x6D
+#define PC_IccClock 0x6E
+#define PC_XfrBlock 0x6F
+#define PC_Mechanical 0x71
+#define PC_Abort 0x72
+#define PC_SetDataRate 0x73
+#define RDR_DataBlock 0x80
+#define RDR_SlotStatus 0x81
+#define RDR_Parameters 0x82
+#define RDR_Escape 0x83
+#define RDR_DataRate 0x84
+
+#define ICC_ACTIVE 0
+#define ICC_INACTIVE 1
+#define ICC_ABSENT 2
+#define CMD_FAILED 0x40
+#define CMD_TIME_EXT 0x80
+
+enum card_type { CARD_T0, CARD_T1 };
+
+static struct {
+    enum card_type card;
+    int absent;
+    uint8_t atr[33];
+    size_t atr_len;
+    const char *link;
+    const char *firmware;
+    int async_notify;
+    long nak_nth, bad_lrc_nth, garbage_nth, time_ext_nth, silent_after;
+    int no_echo;
+    long delay_ms, frame_timeout_ms;
+    int t1_max_inf;
+    int verbose;
+} opt = {
+    .card = CARD_T1,
+    .firmware = "GemTwin V2.31-Calais-sim",
+    .frame_timeout_ms = 500,
+    .t1_max_inf = 254,
+};
+
+static const uint8_t ATR_T0[] = { 0x3B, 0x02, 0x14, 0x50 };
+/* T=1 only: TD1 -> TD2 (T=1) -> TA3 = IFSC 32, TB3 = BWI 4 / CWI 5; TCK */
+static const uint8_t ATR_T1[] = { 0x3B, 0x80, 0x81, 0x31, 0x20, 0x45, 0x55 };
+
+static int mfd = -1, sfd = -1;
+static int sigpipe_fd[2] = { -1, -1 };
+static char slave_name[128];
+static struct timespec t_start;
+
+/* reader state */
+static int notify_on;               /* 1 after Escape 01 01 01 (or --async-notify) */
+static uint8_t notify_q[16];
+static int notify_n;
+static long host_frames, commands, answers;
+static int silent;
+static int pre_time_request;        /* T=0 card: send 0x80 before the next answer */
+static uint8_t params[7] = { 0x11, 0x00, 0x00, 0x0A, 0x00 };
+static size_t params_len = 5;
+static int params_proto;
+
+/* card state */
+static int present, powered, pps_allowed;
+static uint32_t rng = 0x12345678u;
+/* T=0 */
+static uint8_t t0_pending[258];
+static size_t t0_pending_len;
+/* T=1 (card side) */
+static struct {
+    int ns, nr, ifsd;
+    uint8_t rx[APDU_CAP];
+    size_t rx_len;
+    int rx_overflow;
+    uint8_t tx[APDU_CAP];
+    size_t tx_len, tx_off;
+    int tx_active, wtx_pending;
+    uint8_t last[3 + 254 + 1];
+    size_t last_len;
+} t1;
+
+/* ------------------------------------------------------------------------ */
+
+static double elapsed(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t_start.tv_sec) + (double)(t.tv_nsec - t_start.tv_nsec) / 1e9;
+}
+
+static void logf_(const char *fmt, ...) PRINTF_LIKE(1, 2);
+static void logf_(const char *fmt, ...)
+{
+    va_list ap;
+    if (!opt.verbose)
+        return;
+    fprintf(stderr, "gemtwin-sim [%8.3f] ", elapsed());
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void loghex(const char *what, const uint8_t *p, size_t n)
+{
+    size_t i;
+    if (!opt.verbose)
+        return;
+    fprintf(stderr, "gemtwin-sim [%8.3f] %s (%zu):", elapsed(), what, n);
+    for (i = 0; i < n; i++)
+        fprintf(stderr, " %02X", p[i]);
+    fputc('\n', stderr);
+}
+
+static _Noreturn void die(const char *fmt, ...) PRINTF_LIKE(1, 2);
+static _Noreturn void die(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "gemtwin-sim: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    if (opt.link)
+        unlink(opt.link);
+    exit(1);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts;
+    if (ms <= 0)
+        return;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---------------------------------------------------------------- line I/O */
+
+/* Write everything, waiting at most 2 s for room (nobody may be reading). */
+static void put(const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(mfd, p, n);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pf = { .fd = mfd, .events = POLLOUT };
+            if (poll(&pf, 1, 2000) <= 0) {
+                logf_("output stalled: %zu bytes dropped", n);
+                return;
+            }
+            continue;
+        }
+        logf_("write error: %s", strerror(errno));
+        return;
+    }
+}
+
+static void send_frame(const uint8_t *msg, size_t len, int corrupt, const char *what)
+{
+    uint8_t f[3 + RX_CAP];
+    uint8_t lrc = SYNC ^ CTRL_ACK;
+    size_t i;
+    f[0] = SYNC;
+    f[1] = CTRL_ACK;
+    memcpy(f + 2, msg, len);
+    for (i = 0; i < len; i++)
+        lrc ^= msg[i];
+    f[2 + len] = corrupt ? (uint8_t)(lrc ^ 0x5A) : lrc;
+    loghex(what, f, len + 3);
+    put(f, len + 3);
+}
+
+static void send_nak(const char *why)
+{
+    static const uint8_t nak[3] = { SYNC, CTRL_NAK, SYNC ^ CTRL_NAK };
+    logf_("reject: %s", why);
+    loghex("sim<  NAK", nak, 3);
+    put(nak, 3);
+}
+
+static void flush_notifications(void)
+{
+    int i;
+    for (i = 0; i < notify_n; i++) {
+        uint8_t n[2] = { 0x50, notify_q[i] };
+        loghex(notify_q[i] == 0x02 ? "sim<  notify card removed" : "sim<  notify card inserted", n, 2);
+        put(n, 2);
+    }
+    notify_n = 0;
+}
+
+/* A CCID answer, with the fault injections that apply to it. */
+static void send_answer(uint8_t *msg, size_t len)
+{
+    static const uint8_t garbage[] = "GARBAGE";
+    answers++;
+    if (opt.delay_ms > 0)
+        sleep_ms(opt.delay_ms);
+    if (pre_time_request) {
+        uint8_t b = 0x80;
+        pre_time_request = 0;
+        loghex("sim<  T=0 time request", &b, 1);
+        put(&b, 1);
+    }
+    if (opt.time_ext_nth == answers) {
+        uint8_t te[10];
+        memcpy(te, msg, 10);
+        te[1] = te[2] = te[3] = te[4] = 0;
+        te[7] = (uint8_t)(CMD_TIME_EXT | (msg[7] & 3));
+        te[8] = 1;
+        te[9] = 0;
+        send_frame(te, 10, 0, "sim<  time extension (fault)");
+    }
+    if (opt.garbage_nth == answers) {
+        loghex("sim<  garbage (fault)", garbage, sizeof garbage - 1);
+        put(garbage, sizeof garbage - 1);
+    }
+    send_frame(msg, len, opt.bad_lrc_nth == answers,
+               opt.bad_lrc_nth == answers ? "sim<  answer (bad LRC: fault)" : "sim<  answer");
+}
+
+/* ------------------------------------------------------------------- card */
+
+static int icc_status(void)
+{
+    if (!present)
+        return ICC_ABSENT;
+    return powered ? ICC_ACTIVE : ICC_INACTIVE;
+}
+
+static void card_reset_state(void)
+{
+    memset(&t1, 0, sizeof t1);
+    t1.ifsd = 32;               /* ISO 7816-3 default until S(IFS request) */
+    t0_pending_len = 0;
+    pps_allowed = 0;
+}
+
+static uint8_t next_random(void)
+{
+    rng = rng * 1103515245u + 12345u;
+    return (uint8_t)(rng >> 16);
+}
+
+/*
+ * The card application on a short APDU.  Returns the data the card has for the
+ * command in data[0..*dlen) (before any Le trimming) and the status word.
+ */
+static uint16_t app(const uint8_t *c, size_t n, size_t lc, const uint8_t *cdata, int has_le,
+                    size_t le, uint8_t *data, size_t *dlen)
+{
+    uint8_t ins = c[1];
+    size_t i;
+    (void)n;
+    *dlen = 0;
+    switch (ins) {
+    case 0xA4: /* SELECT: FCI with the name given */
+        if (lc > 250)
+            return 0x6700;
+        data[0] = 0x6F;
+        data[1] = (uint8_t)(2 + lc);
+        data[2] = 0x84;
+        data[3] = (uint8_t)lc;
+        memcpy(data + 4, cdata, lc);
+        *dlen = 4 + lc;
+        return 0x9000;
+    case 0xB0: { /* READ BINARY */
+        unsigned off = ((unsigned)(c[2] & 0x7F) << 8) | c[3];
+        if (!has_le || lc)
+            return 0x6700;
+        for (i = 0; i < le; i++)
+            data[i] = (uint8_t)((off + i) & 0xFF);
+        *dlen = le;
+        return 0x9000;
+    }
+    case 0x84: /* GET CHALLENGE */
+        if (!has_le || lc)
+            return 0x6700;
+        for (i = 0; i < le; i++)
+            data[i] = next_random();
+        *dlen = le;
+        return 0x9000;
+    case 0xEE: /* ECHO */
+        memcpy(data, cdata, lc);
+        *dlen = lc;
+        return 0x9000;
+    case 0xE5: /* WAIT: the protocol layer adds the time extension */
+        return 0x9000;
+    default:
+        return 0x6D00;
+    }
+}
+
+/* T=1 card: a complete APDU -> response APDU (data + SW) */
+static size_t t1_apdu(const uint8_t *c, size_t n, uint8_t *r)
+{
+    size_t lc = 0, le = 0, dlen = 0;
+    int has_le = 0;
+    const uint8_t *cdata = NULL;
+    uint16_t sw;
+    if (n < 4)
+        sw = 0x6700;
+    else {
+        if (n == 4) {
+            /* case 1 */
+        } else if (n == 5) {
+            has_le = 1;
+            le = c[4] ? c[4] : 256;
+        } else if (c[4] != 0 && n == 5u + c[4]) {
+            lc = c[4];
+            cdata = c + 5;
+        } else if (c[4] != 0 && n == 6u + c[4]) {
+            lc = c[4];
+            cdata = c + 5;
+            has_le = 1;
+            le = c[5 + lc] ? c[5 + lc] : 256;
+        } else {
+            r[0] = 0x67;
+            r[1] = 0x00;
+            return 2;
+        }
+        sw = app(c, n, lc, cdata, has_le, le, r, &dlen);
+        if (!has_le)
+            dlen = 0;           /* case 1/3: no response data */
+        else if (dlen > le)
+            dlen = le;
+    }
+    r[dlen] = (uint8_t)(sw >> 8);
+    r[dlen + 1] = (uint8_t)sw;
+    return dlen + 2;
+}
+
+static int is_outgoing_ins(uint8_t ins)
+{
+    return ins == 0xB0 || ins == 0x84 || ins == 0xC0 || ins == 0xCA || ins == 0xB2;
+}
+
+/* T=0 card at TPDU level: command TPDU -> response (data + SW) */
+static size_t t0_tpdu(const uint8_t *c, size_t n, uint8_t *r)
+{
+    size_t dlen = 0, p3, datalen;
+    uint16_t sw;
+    uint8_t apdu[5 + 256];
+    uint8_t data[258];
+
+    if (n < 4 || n == 4) {
+        if (n == 4) {           /* tolerate a case 1 without P3 */
+            t0_pending_len = 0;
+            sw = app(c, 4, 0, NULL, 0, 0, data, &dlen);
+            if (c[1] == 0xE5)
+                pre_time_request = 1;
+            goto sw_only;
+        }
+        sw = 0x6700;
+        goto sw_only;
+    }
+    p3 = c[4];
+    datalen = n - 5;
+    if (c[1] == 0xC0 && datalen == 0) { /* GET RESPONSE */
+        size_t le = p3 ? p3 : 256;
+        if (!t0_pending_len) {
+            sw = 0x6985;
+            goto sw_only;
+        }
+        if (le > t0_pending_len) {
+            r[0] = 0x6C;
+            r[1] = (uint8_t)t0_pending_len;
+            return 2;
+        }
+        memcpy(r, t0_pending, le);
+        if (le < t0_pending_len) {
+            memmove(t0_pending, t0_pending + le, t0_pending_len - le);
+            t0_pending_len -= le;
+            r[le] = 0x61;
+            r[le + 1] = (uint8_t)t0_pending_len;
+        } else {
+            t0_pending_len = 0;
+            r[le] = 0x90;
+            r[le + 1] = 0x00;
+        }
+        return le + 2;
+    }
+    t0_pending_len = 0;
+    if (c[1] == 0xE5)
+        pre_time_request = 1;
+    if (datalen == 0) {
+        if (is_outgoing_ins(c[1])) {            /* case 2 */
+            size_t le = p3 ? p3 : 256;
+            sw = app(c, 5, 0, NULL, 1, le, data, &dlen);
+            if (sw == 0x9000 && dlen != le) {
+                r[0] = 0x6C;
+                r[1] = (uint8_t)dlen;
+                return 2;
+            }
+            memcpy(r, data, dlen);
+            r[dlen] = (uint8_t)(sw >> 8);
+            r[dlen + 1] = (uint8_t)sw;
+            return dlen + 2;
+        }
+        if (p3 == 0) {                          /* case 1 */
+            sw = app(c, 4, 0, NULL, 0, 0, data, &dlen);
+            goto sw_only;
+        }
+        /* P3 announces data that did not come: the card would wait forever */
+        sw = (c[1] == 0xA4 || c[1] == 0xEE) ? 0x6700 : 0x6D00;
+        goto sw_only;
+    }
+    if (p3 > 0 && (datalen == p3 || datalen == p3 + 1)) { /* case 3 (or 4 with Le) */
+        memcpy(apdu, c, 5 + p3);
+        sw = app(apdu, 5 + p3, p3, apdu + 5, 0, 0, data, &dlen);
+        if (sw == 0x9000 && dlen > 0) {
+            memcpy(t0_pending, data, dlen);
+            t0_pending_len = dlen;
+            r[0] = 0x61;
+            r[1] = (uint8_t)dlen;
+            return 2;
+        }
+        goto sw_only;
+    }
+    sw = 0x6700;
+sw_only:
+    r[0] = (uint8_t)(sw >> 8);
+    r[1] = (uint8_t)sw;
+    return 2;
+}
+
+/* T=1 card: build and remember a block */
+static size_t t1_block(uint8_t *out, uint8_t nad, uint8_t pcb, const uint8_t *inf, size_t len)
+{
+    size_t i;
+    uint8_t lrc = 0;
+    out[0] = nad;
+    out[1] = pcb;
+    out[2] = (uint8_t)len;
+    if (len)
+        memcpy(out + 3, inf, len);
+    for (i = 0; i < 3 + len; i++)
+        lrc ^= out[i];
+    out[3 + len] = lrc;
+    memcpy(t1.last, out, 4 + len);
+    t1.last_len = 4 + len;
+    return 4 + len;
+}
+
+static size_t t1_rblock(uint8_t *out, uint8_t nad, int err)
+{
+    return t1_block(out, nad, (uint8_t)(0x80 | (t1.nr << 4) | err), NULL, 0);
+}
+
+static size_t t1_next_chunk(uint8_t *out, uint8_t nad)
+{
+    size_t left = t1.tx_len - t1.tx_off;
+    size_t chunk = left;
+    int more;
+    uint8_t pcb;
+    size_t n;
+    if (chunk > (size_t)t1.ifsd)
+        chunk = (size_t)t1.ifsd;
+    if (chunk > (size_t)opt.t1_max_inf)
+        chunk = (size_t)opt.t1_max_inf;
+    more = chunk < left;
+    pcb = (uint8_t)((t1.ns << 6) | (more ? 0x20 : 0));
+    t1.ns ^= 1;
+    n = t1_block(out, nad, pcb, t1.tx + t1.tx_off, chunk);
+    t1.tx_off += chunk;
+    t1.tx_active = more;
+    return n;
+}
+
+/* T=1 card: one block from the host -> the card's block */
+static size_t t1_card(const uint8_t *b, size_t n, uint8_t *out)
+{
+    uint8_t nad, pcb, lrc = 0;
+    size_t i;
+    if (n < 4 || b[2] == 0xFF || (size_t)b[2] + 4 != n) {
+        logf_("T=1 card: malformed block");
+        return t1_rblock(out, 0, 2);
+    }
+    nad = (uint8_t)(((b[0] & 0x07) << 4) | ((b[0] >> 4) & 0x07));
+    for (i = 0; i < n; i++)
+        lrc ^= b[i];
+    if (lrc) {
+        logf_("T=1 card: EDC error");
+        return t1_rblock(out, nad, 1);
+    }
+    pcb = b[1];
+    if (!(pcb & 0x80)) {                                 /* I-block */
+        int ns = (pcb >> 6) & 1, more = (pcb >> 5) & 1;
+        if (ns != t1.nr) {
+            logf_("T=1 card: I-block N(S)=%d repeated, resending the last block", ns);
+            if (t1.last_len) {
+                memcpy(out, t1.last, t1.last_len);
+                return t1.last_len;
+            }
+            return t1_rblock(out, nad, 2);
+        }
+        t1.nr ^= 1;
+        t1.tx_active = 0;
+        t1.wtx_pending = 0;
+        if (t1.rx_len + b[2] > sizeof t1.rx)
+            t1.rx_overflow = 1;
+        else {
+            memcpy(t1.rx + t1.rx_len, b + 3, b[2]);
+            t1.rx_len += b[2];
+        }
+        if (more) {
+            logf_("T=1 card: chained I-block, %zu bytes so far", t1.rx_len);
+            return t1_rblock(out, nad, 0);
+        }
+        if (t1.rx_overflow) {
+            t1.tx[0] = 0x67;
+            t1.tx[1] = 0x00;
+            t1.tx_len = 2;
+        } else {
+            t1.tx_len = t1_apdu(t1.rx, t1.rx_len, t1.tx);
+        }
+        logf_("T=1 card: APDU of %zu bytes -> response of %zu bytes", t1.rx_len, t1.tx_len);
+        t1.rx_len = 0;
+        t1.rx_overflow = 0;
+        t1.tx_off = 0;
+        if (t1.rx[1] == 0xE5 && t1.tx_len == 2) {
+            uint8_t mult = 1;
+            t1.wtx_pending = 1;
+            logf_("T=1 card: S(WTX request)");
+            return t1_block(out, nad, 0xC3, &mult, 1);
+        }
+        return t1_next_chunk(out, nad);
+    }
+    if ((pcb & 0xC0) == 0x80) {                          /* R-block */
+        int nr = (pcb >> 4) & 1;
+        if (t1.tx_active && nr == t1.ns) {
+            logf_("T=1 card: R-block acknowledges, next chained block");
+            return t1_next_chunk(out, nad);
+        }
+        logf_("T=1 card: R-block N(R)=%d, resending the last block", nr);
+        if (t1.last_len) {
+            memcpy(out, t1.last, t1.last_len);
+            return t1.last_len;
+        }
+        return t1_rblock(out, nad, 0);
+    }
+    switch (pcb) {                                       /* S-block */
+    case 0xC0:
+        logf_("T=1 card: S(RESYNCH request)");
+        card_reset_state();
+        pps_allowed = 0;
+        return t1_block(out, nad, 0xE0, NULL, 0);
+    case 0xC1:
+        if (b[2] != 1 || b[3] == 0 || b[3] == 0xFF)
+            return t1_rblock(out, nad, 2);
+        t1.ifsd = b[3];
+        logf_("T=1 card: S(IFS request) IFSD=%d", t1.ifsd);
+        return t1_block(out, nad, 0xE1, b + 3, 1);
+    case 0xC2:
+        logf_("T=1 card: S(ABORT request)");
+        t1.rx_len = 0;
+        t1.tx_active = 0;
+        return t1_block(out, nad, 0xE2, NULL, 0);
+    case 0xE3:
+        if (t1.wtx_pending) {
+            t1.wtx_pending = 0;
+            logf_("T=1 card: S(WTX response), sending the answer");
+            return t1_next_chunk(out, nad);
+        }
+        return t1_rblock(out, nad, 2);
+    default:
+        logf_("T=1 card: unexpected S-block %02X", pcb);
+        return t1_rblock(out, nad, 2);
+    }
+}
+
+/* --------------------------------------------------------- CCID commands */
+
+static size_t hdr(uint8_t *a, uint8_t type, const uint8_t *cmd, size_t dlen, uint8_t status,
+                  uint8_t error, uint8_t b9)
+{
+    a[0] = type;
+    a[1] = (uint8_t)dlen;
+    a[2] = (uint8_t)(dlen >> 8);
+    a[3] = (uint8_t)(dlen >> 16);
+    a[4] = (uint8_t)(dlen >> 24);
+    a[5] = cmd[5];
+    a[6] = cmd[6];
+    a[7] = status;
+    a[8] = error;
+    a[9] = b9;
+    return 10 + dlen;
+}
+
+static const char *cmd_name(uint8_t t)
+{
+    switch (t) {
+    case PC_SetParameters: return "SetParameters";
+    case PC_IccPowerOn: return "IccPowerOn";
+    case PC_IccPowerOff: return "IccPowerOff";
+    case PC_GetSlotStatus: return "GetSlotStatus";
+    case PC_Secure: return "Secure";
+    case PC_T0APDU: return "T0APDU";
+    case PC_Escape: return "Escape";
+    case PC_GetParameters: return "GetParameters";
+    case PC_ResetParameters: return "ResetParameters";
+    case PC_IccClock: return "IccClock";
+    case PC_XfrBlock: return "XfrBlock";
+    case PC_Mechanical: return "Mechanical";
+    case PC_Abort: return "Abort";
+    case PC_SetDataRate: return "SetDataRateAndClockFrequency";
+    default: return "unknown";
+    }
+}
+
+static void default_params(void)
+{
+    if (opt.card == CARD_T1) {
+        /* Fi/Di 1/1, LRC, no extra guard time, BWI/CWI from TB3, IFSC 32 */
+        static const uint8_t p1[7] = { 0x11, 0x10, 0x00, 0x45, 0x00, 0x20, 0x00 };
+        memcpy(params, p1, 7);
+        params_len = 7;
+        params_proto = 1;
+    } else {
+        static const uint8_t p0[5] = { 0x11, 0x00, 0x00, 0x0A, 0x00 };
+        memcpy(params, p0, 5);
+        params_len = 5;
+        params_proto = 0;
+    }
+}
+
+static void handle_command(const uint8_t *c, size_t n)
+{
+    uint8_t a[10 + RX_CAP];
+    size_t len = 0, dlen = n - 10;
+    const uint8_t *d = c + 10;
+    int st = icc_status();
+
+    logf_("cmd %s (0x%02X) slot %u seq %u, %zu data bytes", cmd_name(c[0]), c[0], c[5], c[6], dlen);
+
+    if (c[5] != 0 && c[0] != PC_Escape) {
+        uint8_t type = c[0] == PC_XfrBlock || c[0] == PC_IccPowerOn || c[0] == PC_Secure ? RDR_DataBlock
+                     : c[0] == PC_SetParameters || c[0] == PC_GetParameters || c[0] == PC_ResetParameters ? RDR_Parameters
+                     : RDR_SlotStatus;
+        len = hdr(a, type, c, 0, CMD_FAILED | ICC_ABSENT, 5, 0);
+        send_answer(a, len);
+        return;
+    }
+
+    switch (c[0]) {
+    case PC_IccPowerOn:
+        if (!present) {
+            len = hdr(a, RDR_DataBlock, c, 0, CMD_FAILED | ICC_ABSENT, 0xFE, 0);
+            break;
+        }
+        powered = 1;
+        card_reset_state();
+        pps_allowed = 1;
+        default_params();
+        memcpy(a + 10, opt.atr, opt.atr_len);
+        len = hdr(a, RDR_DataBlock, c, opt.atr_len, ICC_ACTIVE, 0, 0);
+        logf_("card powered on (bPowerSelect %u)", c[7]);
+        break;
+    case PC_IccPowerOff:
+        powered = 0;
+        card_reset_state();
+        len = hdr(a, RDR_SlotStatus, c, 0, (uint8_t)icc_status(), 0, present ? 1 : 0);
+        break;
+    case PC_GetSlotStatus:
+        len = hdr(a, RDR_SlotStatus, c, 0, (uint8_t)st, 0, st == ICC_ACTIVE ? 0 : 1);
+        break;
+    case PC_SetParameters:
+        if (!present) {
+            len = hdr(a, RDR_Parameters, c, 0, CMD_FAILED | ICC_ABSENT, 0xFE, c[7]);
+            break;
+        }
+        if ((c[7] == 0 && dlen == 5) || (c[7] == 1 && dlen == 7)) {
+            memcpy(params, d, dlen);
+            params_len = dlen;
+            params_proto = c[7];
+            memcpy(a + 10, d, dlen);
+            len = hdr(a, RDR_Parameters, c, dlen, (uint8_t)st, 0, c[7]);
+        } else {
+            len = hdr(a, RDR_Parameters, c, 0, (uint8_t)(CMD_FAILED | st), c[7] > 1 ? 7 : 1, c[7]);
+        }
+        break;
+    case PC_GetParameters:
+    case PC_ResetParameters:
+        if (!present) {
+            len = hdr(a, RDR_Parameters, c, 0, CMD_FAILED | ICC_ABSENT, 0xFE, 0);
+            break;
+        }
+        if (c[0] == PC_ResetParameters)
+            default_params();
+        memcpy(a + 10, params, params_len);
+        len = hdr(a, RDR_Parameters, c, params_len, (uint8_t)st, 0, (uint8_t)params_proto);
+        break;
+    case PC_Escape:
+        if (dlen == 1 && d[0] == 0x02) {
+            size_t fl = strlen(opt.firmware);
+            memcpy(a + 10, opt.firmware, fl);
+            len = hdr(a, RDR_Escape, c, fl, (uint8_t)st, 0, 0);
+        } else if (dlen == 3 && d[0] == 0x01 && d[1] == 0x01) {
+            notify_on = d[2] != 0 || opt.async_notify;
+            logf_("card movement notifications %s", notify_on ? "on" : "off");
+            len = hdr(a, RDR_Escape, c, 0, (uint8_t)st, 0, 0);
+        } else {
+            /* e.g. 6A (Gemalto firmware features): a GemPC Twin does not know it */
+            len = hdr(a, RDR_Escape, c, 0, (uint8_t)(CMD_FAILED | st), 0x00, 0);
+        }
+        break;
+    case PC_XfrBlock: {
+        uint8_t r[RX_CAP];
+        size_t rl;
+        if (!present) {
+            len = hdr(a, RDR_DataBlock, c, 0, CMD_FAILED | ICC_ABSENT, 0xFE, 0);
+            break;
+        }
+        if (!powered) {
+            len = hdr(a, RDR_DataBlock, c, 0, CMD_FAILED | ICC_INACTIVE, 0xFE, 0);
+            break;
+        }
+        if (dlen == 0) {
+            len = hdr(a, RDR_DataBlock, c, 0, CMD_FAILED | ICC_ACTIVE, 1, 0);
+            break;
+        }
+        if (pps_allowed && d[0] == 0xFF) {
+            uint8_t x = 0;
+            size_t i;
+            for (i = 0; i < dlen; i++)
+                x ^= d[i];
+            pps_allowed = 0;
+            if (dlen < 3 || dlen > 6 || x) {
+                logf_("card: bad PPS request, card mute");
+                len = hdr(a, RDR_DataBlock, c, 0, CMD_FAILED | ICC_ACTIVE, 0xFE, 0);
+                break;
+            }
+            logf_("card: PPS accepted (PPS0 %02X)", d[1]);
+            memcpy(a + 10, d, dlen);
+            len = hdr(a, RDR_DataBlock, c, dlen, ICC_ACTIVE, 0, 0);
+            break;
+        }
+        pps_allowed = 0;
+        rl = opt.card == CARD_T1 ? t1_card(d, dlen, r) : t0_tpdu(d, dlen, r);
+        memcpy(a + 10, r, rl);
+        len = hdr(a, RDR_DataBlock, c, rl, ICC_ACTIVE, 0, 0);
+        break;
+    }
+    case PC_IccClock:
+    case PC_T0APDU:
+    case PC_Abort:
+        len = hdr(a, RDR_SlotStatus, c, 0, (uint8_t)st, 0, 0);
+        break;
+    case PC_SetDataRate: {
+        static const uint8_t rates[8] = { 0xA0, 0x0F, 0x00, 0x00, 0x00, 0x2A, 0x00, 0x00 };
+        memcpy(a + 10, rates, 8);  /* 4000 kHz, 10752 bps */
+        len = hdr(a, RDR_DataRate, c, 8, (uint8_t)st, 0, 0);
+        break;
+    }
+    case PC_Secure:
+        len = hdr(a, RDR_DataBlock, c, 0, (uint8_t)(CMD_FAILED | st), 0x00, 0);
+        break;
+    default:
+        len = hdr(a, RDR_SlotStatus, c, 0, (uint8_t)(CMD_FAILED | st), 0x00, 0);
+        break;
+    }
+    logf_("ans type 0x%02X bStatus 0x%02X bError 0x%02X, %zu data bytes", a[0], a[7], a[8], len - 10);
+    send_answer(a, len);
+}
+
+/* A well-formed host frame (SYNC ACK msg LRC) */
+static void handle_frame(const uint8_t *f, size_t n)
+{
+    host_frames++;
+    loghex("host> frame", f, n);
+    if (silent) {
+        logf_("silent: frame ignored");
+        return;
+    }
+    if (opt.nak_nth == host_frames) {
+        send_nak("--nak fault injection");
+        return;
+    }
+    if (!opt.no_echo) {
+        loghex("sim<  echo", f, n);
+        put(f, n);
+    }
+    if (notify_on)
+        flush_notifications();
+    handle_command(f + 2, n - 3);
+    commands++;
+    if (opt.silent_after > 0 && commands >= opt.silent_after) {
+        silent = 1;
+        logf_("silent from now on (--silent-after %ld)", opt.silent_after);
+    }
+}
+
+/* -------------------------------------------------------------- receiving */
+
+static uint8_t rx[RX_CAP];
+static size_t rx_len;
+static int junk;                    /* non-frame bytes seen since the last good frame */
+
+static void rx_drop(size_t k)
+{
+    memmove(rx, rx + k, rx_len - k);
+    rx_len -= k;
+}
+
+/* Parse what we have; returns 1 if an incomplete frame is pending. */
+static int rx_parse(void)
+{
+    for (;;) {
+        size_t skip = 0, msg, i;
+        uint8_t lrc = 0;
+        while (skip < rx_len && rx[skip] != SYNC)
+            skip++;
+        if (skip) {
+            loghex("host> junk", rx, skip);
+            junk = 1;
+            rx_drop(skip);
+        }
+        if (rx_len == 0)
+            return 0;
+        if (rx_len < 2)
+            return 1;
+        if (rx[1] != CTRL_ACK) {
+            loghex("host> bad CTRL", rx, 2);
+            junk = 1;
+            rx_drop(1);
+            continue;
+        }
+        if (rx_len < 7)
+            return 1;
+        msg = 10 + (size_t)le32(rx + 3);
+        if (le32(rx + 3) > MAX_MSG - 10) {
+            logf_("host> message length %lu exceeds %d", (unsigned long)msg, MAX_MSG);
+            junk = 1;
+            rx_drop(1);
+            continue;
+        }
+        if (rx_len < msg + 3)
+            return 1;
+        for (i = 0; i < msg + 3; i++)
+            lrc ^= rx[i];
+        if (lrc != 0) {
+            loghex("host> frame with bad LRC", rx, msg + 3);
+            junk = 0;
+            if (!silent)
+                send_nak("bad LRC");
+            rx_drop(msg + 3);
+            continue;
+        }
+        junk = 0;
+        {
+            uint8_t f[3 + MAX_MSG];
+            memcpy(f, rx, msg + 3);
+            rx_drop(msg + 3);
+            handle_frame(f, msg + 3);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- events */
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    char c = sig == SIGUSR1 ? 'R' : sig == SIGUSR2 ? 'I' : 'T';
+    if (write(sigpipe_fd[1], &c, 1) < 0) {
+        /* nothing sensible to do in a signal handler */
+    }
+    errno = saved;
+}
+
+static void card_event(int insert)
+{
+    if (insert) {
+        if (present) {
+            logf_("SIGUSR2: card already present");
+            return;
+        }
+        present = 1;
+        powered = 0;
+    } else {
+        if (!present) {
+            logf_("SIGUSR1: no card to remove");
+            return;
+        }
+        present = 0;
+        powered = 0;
+    }
+    card_reset_state();
+    logf_("card %s", insert ? "inserted" : "removed");
+    if (notify_on && notify_n < (int)sizeof notify_q) {
+        notify_q[notify_n++] = insert ? 0x03 : 0x02;
+        if (opt.async_notify && !silent)
+            flush_notifications();
+    }
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static long num_arg(int argc, char **argv, int *i)
+{
+    char *end;
+    long v;
+    if (*i + 1 >= argc)
+        die("%s needs a number", argv[*i]);
+    v = strtol(argv[++*i], &end, 10);
+    if (*end || v < 0)
+        die("%s: bad number '%s'", argv[*i - 1], argv[*i]);
+    return v;
+}
+
+static _Noreturn void usage(void)
+{
+    fprintf(stderr,
+            "usage: gemtwin-sim [--card t0|t1|none] [--absent] [--atr HEX] [--link PATH]\n"
+            "         [--firmware STR] [--async-notify] [--nak-first] [--nak N] [--no-echo]\n"
+            "         [--bad-lrc N] [--garbage N] [--time-ext N] [--silent-after N]\n"
+            "         [--delay MS] [--frame-timeout MS] [--t1-max-inf N] [-v]\n"
+            "Prints 'PTY /dev/pts/N'; SIGUSR1 removes the card, SIGUSR2 inserts it.\n");
+    exit(2);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static void parse_atr(const char *s)
+{
+    size_t n = 0;
+    while (*s) {
+        int hi, lo;
+        if (*s == ' ' || *s == ':') {
+            s++;
+            continue;
+        }
+        hi = hexval(s[0]);
+        lo = s[1] ? hexval(s[1]) : -1;
+        if (n >= sizeof opt.atr || hi < 0 || lo < 0)
+            die("bad --atr");
+        opt.atr[n++] = (uint8_t)(hi << 4 | lo);
+        s += 2;
+    }
+    if (n < 2)
+        die("bad --atr");
+    opt.atr_len = n;
+}
+
+static void set_raw(int fd)
+{
+    struct termios t;
+    if (tcgetattr(fd, &t) < 0)
+        die("tcgetattr: %s", strerror(errno));
+    t.c_iflag = IGNBRK | IGNPAR;
+    t.c_oflag = 0;
+    t.c_lflag = 0;
+    t.c_cflag = CS8 | CSTOPB | CREAD | CLOCAL;
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+    cfsetispeed(&t, B115200);
+    cfsetospeed(&t, B115200);
+    if (tcsetattr(fd, TCSANOW, &t) < 0)
+        die("tcsetattr: %s", strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+    int i, card_none = 0;
+    struct sigaction sa;
+    const char *sn;
+
+    clock_gettime(CLOCK_MONOTONIC, &t_start);
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--card")) {
+            if (++i >= argc)
+                usage();
+            if (!strcmp(argv[i], "t0"))
+                opt.card = CARD_T0;
+            else if (!strcmp(argv[i], "t1"))
+                opt.card = CARD_T1;
+            else if (!strcmp(argv[i], "none"))
+                card_none = 1;
+            else
+                die("--card: t0, t1 or none");
+        } else if (!strcmp(a, "--absent"))
+            opt.absent = 1;
+        else if (!strcmp(a, "--atr")) {
+            if (++i >= argc)
+                usage();
+            parse_atr(argv[i]);
+        } else if (!strcmp(a, "--link")) {
+            if (++i >= argc)
+                usage();
+            opt.link = argv[i];
+        } else if (!strcmp(a, "--firmware")) {
+            if (++i >= argc)
+                usage();
+            opt.firmware = argv[i];
+            if (strlen(opt.firmware) > 40)
+                die("--firmware: at most 40 characters (libccid reads up to 49)");
+        } else if (!strcmp(a, "--async-notify"))
+            opt.async_notify = 1;
+        else if (!strcmp(a, "--nak-first"))
+            opt.nak_nth = 1;
+        else if (!strcmp(a, "--nak"))
+            opt.nak_nth = num_arg(argc, argv, &i);
+        else if (!strcmp(a, "--no-echo"))
+            opt.no_echo = 1;
+        else if (!strcmp(a, "--bad-lrc"))
+            opt.bad_lrc_nth = num_arg(argc, argv, &i);
+        else if (!strcmp(a, "--garbage"))
+            opt.garbage_nth = num_arg(argc, argv, &i);
+        else if (!strcmp(a, "--time-ext"))
+            opt.time_ext_nth = num_arg(argc, argv, &i);
+        else if (!strcmp(a, "--silent-after"))
+            opt.silent_after = num_arg(argc, argv, &i);
+        else if (!strcmp(a, "--delay"))
+            opt.delay_ms = num_arg(argc, argv, &i);
+        else if (!strcmp(a, "--frame-timeout"))
+            opt.frame_timeout_ms = num_arg(argc, argv, &i);
+        else if (!strcmp(a, "--t1-max-inf")) {
+            opt.t1_max_inf = (int)num_arg(argc, argv, &i);
+            if (opt.t1_max_inf < 1 || opt.t1_max_inf > 254)
+                die("--t1-max-inf: 1..254");
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
+            opt.verbose = 1;
+        else
+            usage();
+    }
+    if (!opt.atr_len) {
+        const uint8_t *atr = opt.card == CARD_T0 ? ATR_T0 : ATR_T1;
+        opt.atr_len = opt.card == CARD_T0 ? sizeof ATR_T0 : sizeof ATR_T1;
+        memcpy(opt.atr, atr, opt.atr_len);
+    }
+    present = !(opt.absent || card_none);
+    notify_on = opt.async_notify;
+    card_reset_state();
+    default_params();
+
+    if (pipe(sigpipe_fd) < 0)
+        die("pipe: %s", strerror(errno));
+    fcntl(sigpipe_fd[0], F_SETFL, O_NONBLOCK);
+    fcntl(sigpipe_fd[1], F_SETFL, O_NONBLOCK);
+    fcntl(sigpipe_fd[0], F_SETFD, FD_CLOEXEC);
+    fcntl(sigpipe_fd[1], F_SETFD, FD_CLOEXEC);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    mfd = posix_openpt(O_RDWR | O_NOCTTY);
+    if (mfd < 0)
+        die("posix_openpt: %s", strerror(errno));
+    if (grantpt(mfd) < 0 || unlockpt(mfd) < 0)
+        die("grantpt/unlockpt: %s", strerror(errno));
+    sn = ptsname(mfd);
+    if (!sn || strlen(sn) >= sizeof slave_name)
+        die("ptsname failed");
+    strcpy(slave_name, sn);
+    /* Keep a slave descriptor: the master never sees a hang-up between host
+     * opens, and the slave's line settings (raw: no echo by the tty layer!)
+     * stay as set here until the host sets its own. */
+    sfd = open(slave_name, O_RDWR | O_NOCTTY);
+    if (sfd < 0)
+        die("open %s: %s", slave_name, strerror(errno));
+    set_raw(sfd);
+    set_raw(mfd);
+    fcntl(mfd, F_SETFL, O_NONBLOCK);
+    fcntl(mfd, F_SETFD, FD_CLOEXEC);
+    fcntl(sfd, F_SETFD, FD_CLOEXEC);
+    if (opt.link) {
+        unlink(opt.link);
+        if (symlink(slave_name, opt.link) < 0)
+            die("symlink %s: %s", opt.link, strerror(errno));
+    }
+    printf("PTY %s\n", slave_name);
+    fflush(stdout);
+    logf_("reader ready on %s: card %s%s, ATR of %zu bytes", slave_name,
+          opt.card == CARD_T0 ? "T=0" : "T=1", present ? "" : " (absent)", opt.atr_len);
+
+    for (;;) {
+        struct pollfd pf[2] = { { .fd = mfd, .events = POLLIN }, { .fd = sigpipe_fd[0], .events = POLLIN } };
+        int partial = rx_len > 0;
+        int timeout = partial ? (int)opt.frame_timeout_ms : junk ? 50 : -1;
+        int r = poll(pf, 2, timeout);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            die("poll: %s", strerror(errno));
+        }
+        if (r == 0) {
+            if (partial) {
+                loghex("host> incomplete frame", rx, rx_len);
+                rx_len = 0;
+            }
+            junk = 0;
+            if (!silent)
+                send_nak(partial ? "incomplete frame (timeout)" : "garbage");
+            continue;
+        }
+        if (pf[1].revents & POLLIN) {
+            char ev[16];
+            ssize_t k = read(sigpipe_fd[0], ev, sizeof ev);
+            ssize_t j;
+            for (j = 0; j < k; j++) {
+                if (ev[j] == 'T') {
+                    logf_("terminating");
+                    if (opt.link)
+                        unlink(opt.link);
+                    return 0;
+                }
+                card_event(ev[j] == 'I');
+            }
+        }
+        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t k = read(mfd, rx + rx_len, sizeof rx - rx_len);
+            if (k < 0 && (errno == EAGAIN || errno == EINTR))
+                continue;
+            if (k <= 0) {
+                /* EIO: no slave open (cannot happen while we hold one) */
+                sleep_ms(50);
+                continue;
+            }
+            rx_len += (size_t)k;
+            rx_parse();
+            if (rx_len == sizeof rx) {
+                logf_("receive buffer full, dropped");
+                rx_len = 0;
+                junk = 1;
+            }
+        }
+    }
+}
