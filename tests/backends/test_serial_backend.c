@@ -283,3 +283,32 @@ Test(serial, bad_declarations)
 	DWORD len = sizeof(buf);
 	assert_rv(SCardListReaders(ctx, NULL, buf, &len), SCARD_E_NO_READERS_AVAILABLE);
 }
+
+Test(serial, adapter_unplugged_in_use_then_back)
+{
+	char link[128];
+	snprintf(link, sizeof(link), "/tmp/calais-serial-unplug-%d", (int)getpid());
+	unlink(link);
+	sim_start((const char *const[]){ "--card", "t1", "--link", link, NULL });
+	char decl[200];
+	snprintf(decl, sizeof(decl), "%s:gemtwin", link);
+	start_calais(decl);
+	first_reader();
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	check_read(h, proto, 8);
+	sim_stop(); /* the adapter is pulled: the pty goes away */
+	uint8_t resp[300];
+	DWORD got;
+	LONG rv = read_binary(h, proto, 8, &got, resp);
+	cr_assert(rv == SCARD_E_READER_UNAVAILABLE || rv == SCARD_W_REMOVED_CARD,
+	          "in use when pulled: 0x%lX", (unsigned long)rv);
+	cr_assert(wait_state(SCARD_STATE_UNAVAILABLE, 5000), "listed, unavailable");
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+	/* Plugged back (same device path): found again and usable. */
+	sim_start((const char *const[]){ "--card", "t1", "--link", link, NULL });
+	h = connect_card(&proto);
+	check_read(h, proto, 8);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+	unlink(link);
+}
