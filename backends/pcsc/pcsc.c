@@ -104,13 +104,6 @@ struct pcsc_reader {
 	bool in_tx;            /* the service transaction of hold() */
 };
 
-static const char *svc_err(struct pcsc_priv *pp, LONG rv)
-{
-	/* Our own texts: the service's codes are the standard ones. */
-	(void)pp;
-	return pcsc_stringify_error(rv);
-}
-
 /* The service's code mapped to ours: a dead service or stale handle means the reader
  * is unavailable. The original code is logged. */
 static LONG map(struct pcsc_reader *pr, LONG rv, const char *what)
@@ -125,7 +118,7 @@ static LONG map(struct pcsc_reader *pr, LONG rv, const char *what)
 	case SCARD_E_READER_UNAVAILABLE:
 	case SCARD_E_NO_READERS_AVAILABLE:
 		pcsc_log(CALAIS_LOG_INFO, "\"%s\": service %s: 0x%08lX (%s)", pr->name, what,
-		         (unsigned long)(DWORD)rv, svc_err(pr->pp, rv));
+		         (unsigned long)(DWORD)rv, pcsc_stringify_error(rv));
 		/* The connection is dead: the next call starts afresh. */
 		pr->connected = false;
 		pr->in_tx = false;
@@ -139,7 +132,7 @@ static LONG map(struct pcsc_reader *pr, LONG rv, const char *what)
 		return rv;
 	default:
 		pcsc_log(CALAIS_LOG_DEBUG, "\"%s\": service %s: 0x%08lX (%s)", pr->name, what,
-		         (unsigned long)(DWORD)rv, svc_err(pr->pp, rv));
+		         (unsigned long)(DWORD)rv, pcsc_stringify_error(rv));
 		return rv;
 	}
 }
@@ -228,7 +221,7 @@ static void drop_entry(struct pcsc_priv *pp, size_t i)
 static void service_lost(struct pcsc_priv *pp, LONG rv)
 {
 	pcsc_log(CALAIS_LOG_WARNING, "PC/SC service lost (0x%08lX, %s): its readers are removed",
-	         (unsigned long)(DWORD)rv, svc_err(pp, rv));
+	         (unsigned long)(DWORD)rv, pcsc_stringify_error(rv));
 	while (pp->n_entries)
 		drop_entry(pp, pp->n_entries - 1);
 	if (pp->wctx_valid)
@@ -351,7 +344,7 @@ static void *watcher_main(void *arg)
 				if (!pp->down_logged)
 					pcsc_log(CALAIS_LOG_WARNING,
 					         "PC/SC service not available (0x%08lX, %s); retrying",
-					         (unsigned long)(DWORD)rv, svc_err(pp, rv));
+					         (unsigned long)(DWORD)rv, pcsc_stringify_error(rv));
 				pp->down_logged = true;
 				goto retry;
 			}

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Serial ports for the serial reader backend: open, line settings, reads with a timeout,
- * writes, modem lines. POSIX termios here; Windows COM ports are declared but not written
- * yet (every call fails with CALAIS__SERIAL_ERROR there). */
+ * writes, modem lines. POSIX termios only: Windows COM ports are not written yet (the
+ * serial backend is not built there). */
 #ifndef CALAIS_PLATFORM_SERIAL_H
 #define CALAIS_PLATFORM_SERIAL_H
 
