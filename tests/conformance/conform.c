@@ -9,7 +9,8 @@
  *
  *   conform <reader> <card pid file>
  *
- * The card (tests/peers/vcard --retry) leaves on SIGUSR1 and comes back 200 ms later. */
+ * The card (tests/peers/vcard --retry) leaves on SIGUSR1 and comes back 1 s later
+ * (longer than pcscd's 400 ms presence poll, so both managers see the removal). */
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>

@@ -19,8 +19,10 @@
  * Short and extended Lc/Le encodings are accepted; Le is not checked.
  *
  * Signals: SIGTERM/SIGINT close the socket and exit 0. SIGUSR1 closes the
- * connection ("card removed"); with --retry the card reconnects after 200 ms
- * ("card re-inserted"), otherwise it exits 0.
+ * connection ("card removed"); with --retry the card reconnects after --away-ms
+ * (default 200 ms: "card re-inserted"), otherwise it exits 0. Against pcscd keep the
+ * card away longer than its 400 ms presence poll, or the removal can fall between
+ * two polls and never be seen.
  *
  * The reader side (vpcd) writes the length and the payload with two send()s and
  * no TCP_NODELAY, so Nagle holds the payload until the length is ACKed; a card
@@ -70,10 +72,11 @@ static struct {
 	int retry;
 	double timeout_s;
 	long hold_ms;
+	long away_ms;
 	const char *pidfile;
 	int verbose;
 	int quickack;
-} opt = { "127.0.0.1", "35963", { 0 }, 0, 0, 10.0, -1, NULL, 0, 1 };
+} opt = { "127.0.0.1", "35963", { 0 }, 0, 0, 10.0, -1, 200, NULL, 0, 1 };
 
 static volatile sig_atomic_t got_term, got_usr1;
 static sigset_t run_mask; /* the signal mask inside ppoll(): nothing blocked */
@@ -590,15 +593,17 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: vcard [-H host] [-P port] [--atr HEX] [--retry] [-t seconds]\n"
-		"             [--hold-ms N] [--pidfile FILE] [--no-quickack] [-v]\n"
+		"             [--hold-ms N] [--away-ms N] [--pidfile FILE] [--no-quickack] [-v]\n"
 		"  -H, --host HOST     vpcd host (default 127.0.0.1)\n"
 		"  -P, --port PORT     vpcd reader port (default 35963; slot 1 is PORT+1)\n"
 		"      --atr HEX       ATR to report (default 3B 8E 01 43 61 6C 61 69 73 54 65 73 74\n"
 		"                      43 61 72 64 B8 = T=1, \"CalaisTestCard\")\n"
 		"      --retry         retry the connection every 100 ms (up to -t), reconnect\n"
-		"                      when the reader goes away and 200 ms after SIGUSR1\n"
+		"                      when the reader goes away and --away-ms after SIGUSR1\n"
 		"  -t, --timeout S     bound for each connection phase (default 10 s)\n"
 		"      --hold-ms N     remove the card (close and exit 0) N ms after connecting\n"
+		"      --away-ms N     with --retry, how long a card removed by SIGUSR1 stays out\n"
+		"                      (default 200)\n"
 		"      --pidfile FILE  write our PID there (removed at exit)\n"
 		"      --no-quickack   do not re-arm TCP_QUICKACK (reproduces vicc's ~40 ms stall)\n"
 		"  -v, --verbose       log every message to stderr\n"
@@ -616,6 +621,7 @@ int main(int argc, char **argv)
 		{ "retry", no_argument, NULL, 'r' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "hold-ms", required_argument, NULL, 'o' },
+		{ "away-ms", required_argument, NULL, 'w' },
 		{ "pidfile", required_argument, NULL, 'p' },
 		{ "no-quickack", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -667,6 +673,13 @@ int main(int argc, char **argv)
 			opt.hold_ms = strtol(optarg, &end, 10);
 			if (*end || opt.hold_ms < 0) {
 				fprintf(stderr, "vcard: bad --hold-ms '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'w':
+			opt.away_ms = strtol(optarg, &end, 10);
+			if (*end || opt.away_ms < 0) {
+				fprintf(stderr, "vcard: bad --away-ms '%s'\n", optarg);
 				return 2;
 			}
 			break;
@@ -752,7 +765,7 @@ int main(int argc, char **argv)
 			vlog("SIGUSR1: card removed");
 			if (!opt.retry)
 				break;
-			if (sleep_ms(200) == O_TERM)
+			if (sleep_ms((double)opt.away_ms) == O_TERM)
 				break;
 			got_usr1 = 0;
 			vlog("re-inserting the card");
