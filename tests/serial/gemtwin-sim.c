@@ -42,7 +42,8 @@
  * Stdout: one line "PTY /dev/pts/N", flushed once the pty is ready.
  * Signals: SIGUSR1 card removed, SIGUSR2 card inserted, SIGTERM/SIGINT/SIGHUP exit 0.
  *
- * The cards (same small application for both):
+ * The cards (same small application for both; the card model, shared with
+ * phoenix-sim, is simcard.c):
  *   SELECT      00 A4 p1 p2 Lc data [Le]  -> FCI 6F L 84 Lc data, 90 00
  *                                            (T=0: 61 xx, then GET RESPONSE 00 C0 00 00 xx)
  *   READ BINARY 00 B0 hi lo Le            -> Le bytes, byte i = (offset + i) & 0xFF, 90 00
@@ -71,6 +72,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "simcard.h"
+
 #if defined(__GNUC__) || defined(__clang__)
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
 #else
@@ -82,7 +85,6 @@
 #define CTRL_NAK 0x15
 #define MAX_MSG 271                 /* dwMaxCCIDMessageLength of the GemPC Twin */
 #define RX_CAP 8192
-#define APDU_CAP 4096
 
 /* CCID message types */
 #define PC_SetParameters 0x61
@@ -155,22 +157,7 @@ static int params_proto;
 
 /* card state */
 static int present, powered, pps_allowed;
-static uint32_t rng = 0x12345678u;
-/* T=0 */
-static uint8_t t0_pending[258];
-static size_t t0_pending_len;
-/* T=1 (card side) */
-static struct {
-    int ns, nr, ifsd;
-    uint8_t rx[APDU_CAP];
-    size_t rx_len;
-    int rx_overflow;
-    uint8_t tx[APDU_CAP];
-    size_t tx_len, tx_off;
-    int tx_active, wtx_pending;
-    uint8_t last[3 + 254 + 1];
-    size_t last_len;
-} t1;
+static struct simcard card;
 
 /* ------------------------------------------------------------------------ */
 
@@ -181,17 +168,32 @@ static double elapsed(void)
     return (double)(t.tv_sec - t_start.tv_sec) + (double)(t.tv_nsec - t_start.tv_nsec) / 1e9;
 }
 
+static void vlogf_(const char *fmt, va_list ap) PRINTF_LIKE(1, 0);
+static void vlogf_(const char *fmt, va_list ap)
+{
+    if (!opt.verbose)
+        return;
+    fprintf(stderr, "gemtwin-sim [%8.3f] ", elapsed());
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 static void logf_(const char *fmt, ...) PRINTF_LIKE(1, 2);
 static void logf_(const char *fmt, ...)
 {
     va_list ap;
-    if (!opt.verbose)
-        return;
-    fprintf(stderr, "gemtwin-sim [%8.3f] ", elapsed());
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vlogf_(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+}
+
+/* the card model's log (simcard.c) */
+void simcard_log(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlogf_(fmt, ap);
+    va_end(ap);
 }
 
 static void loghex(const char *what, const uint8_t *p, size_t n)
@@ -337,343 +339,8 @@ static int icc_status(void)
 
 static void card_reset_state(void)
 {
-    memset(&t1, 0, sizeof t1);
-    t1.ifsd = 32;               /* ISO 7816-3 default until S(IFS request) */
-    t0_pending_len = 0;
+    simcard_reset(&card);
     pps_allowed = 0;
-}
-
-static uint8_t next_random(void)
-{
-    rng = rng * 1103515245u + 12345u;
-    return (uint8_t)(rng >> 16);
-}
-
-/*
- * The card application on a short APDU.  Returns the data the card has for the
- * command in data[0..*dlen) (before any Le trimming) and the status word.
- */
-static uint16_t app(const uint8_t *c, size_t n, size_t lc, const uint8_t *cdata, int has_le,
-                    size_t le, uint8_t *data, size_t *dlen)
-{
-    uint8_t ins = c[1];
-    size_t i;
-    (void)n;
-    *dlen = 0;
-    switch (ins) {
-    case 0xA4: /* SELECT: FCI with the name given */
-        if (lc > 250)
-            return 0x6700;
-        data[0] = 0x6F;
-        data[1] = (uint8_t)(2 + lc);
-        data[2] = 0x84;
-        data[3] = (uint8_t)lc;
-        memcpy(data + 4, cdata, lc);
-        *dlen = 4 + lc;
-        return 0x9000;
-    case 0xB0: { /* READ BINARY */
-        unsigned off = ((unsigned)(c[2] & 0x7F) << 8) | c[3];
-        if (!has_le || lc)
-            return 0x6700;
-        for (i = 0; i < le; i++)
-            data[i] = (uint8_t)((off + i) & 0xFF);
-        *dlen = le;
-        return 0x9000;
-    }
-    case 0x84: /* GET CHALLENGE */
-        if (!has_le || lc)
-            return 0x6700;
-        for (i = 0; i < le; i++)
-            data[i] = next_random();
-        *dlen = le;
-        return 0x9000;
-    case 0xEE: /* ECHO */
-        memcpy(data, cdata, lc);
-        *dlen = lc;
-        return 0x9000;
-    case 0xE5: /* WAIT: the protocol layer adds the time extension */
-        return 0x9000;
-    default:
-        return 0x6D00;
-    }
-}
-
-/* T=1 card: a complete APDU -> response APDU (data + SW) */
-static size_t t1_apdu(const uint8_t *c, size_t n, uint8_t *r)
-{
-    size_t lc = 0, le = 0, dlen = 0;
-    int has_le = 0;
-    const uint8_t *cdata = NULL;
-    uint16_t sw;
-    if (n < 4)
-        sw = 0x6700;
-    else {
-        if (n == 4) {
-            /* case 1 */
-        } else if (n == 5) {
-            has_le = 1;
-            le = c[4] ? c[4] : 256;
-        } else if (c[4] != 0 && n == 5u + c[4]) {
-            lc = c[4];
-            cdata = c + 5;
-        } else if (c[4] != 0 && n == 6u + c[4]) {
-            lc = c[4];
-            cdata = c + 5;
-            has_le = 1;
-            le = c[5 + lc] ? c[5 + lc] : 256;
-        } else {
-            r[0] = 0x67;
-            r[1] = 0x00;
-            return 2;
-        }
-        sw = app(c, n, lc, cdata, has_le, le, r, &dlen);
-        if (!has_le)
-            dlen = 0;           /* case 1/3: no response data */
-        else if (dlen > le)
-            dlen = le;
-    }
-    r[dlen] = (uint8_t)(sw >> 8);
-    r[dlen + 1] = (uint8_t)sw;
-    return dlen + 2;
-}
-
-static int is_outgoing_ins(uint8_t ins)
-{
-    return ins == 0xB0 || ins == 0x84 || ins == 0xC0 || ins == 0xCA || ins == 0xB2;
-}
-
-/* T=0 card at TPDU level: command TPDU -> response (data + SW) */
-static size_t t0_tpdu(const uint8_t *c, size_t n, uint8_t *r)
-{
-    size_t dlen = 0, p3, datalen;
-    uint16_t sw;
-    uint8_t apdu[5 + 256];
-    uint8_t data[258];
-
-    if (n < 4 || n == 4) {
-        if (n == 4) {           /* tolerate a case 1 without P3 */
-            t0_pending_len = 0;
-            sw = app(c, 4, 0, NULL, 0, 0, data, &dlen);
-            if (c[1] == 0xE5)
-                pre_time_request = 1;
-            goto sw_only;
-        }
-        sw = 0x6700;
-        goto sw_only;
-    }
-    p3 = c[4];
-    datalen = n - 5;
-    if (c[1] == 0xC0 && datalen == 0) { /* GET RESPONSE */
-        size_t le = p3 ? p3 : 256;
-        if (!t0_pending_len) {
-            sw = 0x6985;
-            goto sw_only;
-        }
-        if (le > t0_pending_len) {
-            r[0] = 0x6C;
-            r[1] = (uint8_t)t0_pending_len;
-            return 2;
-        }
-        memcpy(r, t0_pending, le);
-        if (le < t0_pending_len) {
-            memmove(t0_pending, t0_pending + le, t0_pending_len - le);
-            t0_pending_len -= le;
-            r[le] = 0x61;
-            r[le + 1] = (uint8_t)t0_pending_len;
-        } else {
-            t0_pending_len = 0;
-            r[le] = 0x90;
-            r[le + 1] = 0x00;
-        }
-        return le + 2;
-    }
-    t0_pending_len = 0;
-    if (c[1] == 0xE5)
-        pre_time_request = 1;
-    if (datalen == 0) {
-        if (is_outgoing_ins(c[1])) {            /* case 2 */
-            size_t le = p3 ? p3 : 256;
-            sw = app(c, 5, 0, NULL, 1, le, data, &dlen);
-            if (sw == 0x9000 && dlen != le) {
-                r[0] = 0x6C;
-                r[1] = (uint8_t)dlen;
-                return 2;
-            }
-            memcpy(r, data, dlen);
-            r[dlen] = (uint8_t)(sw >> 8);
-            r[dlen + 1] = (uint8_t)sw;
-            return dlen + 2;
-        }
-        if (p3 == 0) {                          /* case 1 */
-            sw = app(c, 4, 0, NULL, 0, 0, data, &dlen);
-            goto sw_only;
-        }
-        /* P3 announces data that did not come: the card would wait forever */
-        sw = (c[1] == 0xA4 || c[1] == 0xEE) ? 0x6700 : 0x6D00;
-        goto sw_only;
-    }
-    if (p3 > 0 && (datalen == p3 || datalen == p3 + 1)) { /* case 3 (or 4 with Le) */
-        memcpy(apdu, c, 5 + p3);
-        sw = app(apdu, 5 + p3, p3, apdu + 5, 0, 0, data, &dlen);
-        if (sw == 0x9000 && dlen > 0) {
-            memcpy(t0_pending, data, dlen);
-            t0_pending_len = dlen;
-            r[0] = 0x61;
-            r[1] = (uint8_t)dlen;
-            return 2;
-        }
-        goto sw_only;
-    }
-    sw = 0x6700;
-sw_only:
-    r[0] = (uint8_t)(sw >> 8);
-    r[1] = (uint8_t)sw;
-    return 2;
-}
-
-/* T=1 card: build and remember a block */
-static size_t t1_block(uint8_t *out, uint8_t nad, uint8_t pcb, const uint8_t *inf, size_t len)
-{
-    size_t i;
-    uint8_t lrc = 0;
-    out[0] = nad;
-    out[1] = pcb;
-    out[2] = (uint8_t)len;
-    if (len)
-        memcpy(out + 3, inf, len);
-    for (i = 0; i < 3 + len; i++)
-        lrc ^= out[i];
-    out[3 + len] = lrc;
-    memcpy(t1.last, out, 4 + len);
-    t1.last_len = 4 + len;
-    return 4 + len;
-}
-
-static size_t t1_rblock(uint8_t *out, uint8_t nad, int err)
-{
-    return t1_block(out, nad, (uint8_t)(0x80 | (t1.nr << 4) | err), NULL, 0);
-}
-
-static size_t t1_next_chunk(uint8_t *out, uint8_t nad)
-{
-    size_t left = t1.tx_len - t1.tx_off;
-    size_t chunk = left;
-    int more;
-    uint8_t pcb;
-    size_t n;
-    if (chunk > (size_t)t1.ifsd)
-        chunk = (size_t)t1.ifsd;
-    if (chunk > (size_t)opt.t1_max_inf)
-        chunk = (size_t)opt.t1_max_inf;
-    more = chunk < left;
-    pcb = (uint8_t)((t1.ns << 6) | (more ? 0x20 : 0));
-    t1.ns ^= 1;
-    n = t1_block(out, nad, pcb, t1.tx + t1.tx_off, chunk);
-    t1.tx_off += chunk;
-    t1.tx_active = more;
-    return n;
-}
-
-/* T=1 card: one block from the host -> the card's block */
-static size_t t1_card(const uint8_t *b, size_t n, uint8_t *out)
-{
-    uint8_t nad, pcb, lrc = 0;
-    size_t i;
-    if (n < 4 || b[2] == 0xFF || (size_t)b[2] + 4 != n) {
-        logf_("T=1 card: malformed block");
-        return t1_rblock(out, 0, 2);
-    }
-    nad = (uint8_t)(((b[0] & 0x07) << 4) | ((b[0] >> 4) & 0x07));
-    for (i = 0; i < n; i++)
-        lrc ^= b[i];
-    if (lrc) {
-        logf_("T=1 card: EDC error");
-        return t1_rblock(out, nad, 1);
-    }
-    pcb = b[1];
-    if (!(pcb & 0x80)) {                                 /* I-block */
-        int ns = (pcb >> 6) & 1, more = (pcb >> 5) & 1;
-        if (ns != t1.nr) {
-            logf_("T=1 card: I-block N(S)=%d repeated, resending the last block", ns);
-            if (t1.last_len) {
-                memcpy(out, t1.last, t1.last_len);
-                return t1.last_len;
-            }
-            return t1_rblock(out, nad, 2);
-        }
-        t1.nr ^= 1;
-        t1.tx_active = 0;
-        t1.wtx_pending = 0;
-        if (t1.rx_len + b[2] > sizeof t1.rx)
-            t1.rx_overflow = 1;
-        else {
-            memcpy(t1.rx + t1.rx_len, b + 3, b[2]);
-            t1.rx_len += b[2];
-        }
-        if (more) {
-            logf_("T=1 card: chained I-block, %zu bytes so far", t1.rx_len);
-            return t1_rblock(out, nad, 0);
-        }
-        if (t1.rx_overflow) {
-            t1.tx[0] = 0x67;
-            t1.tx[1] = 0x00;
-            t1.tx_len = 2;
-        } else {
-            t1.tx_len = t1_apdu(t1.rx, t1.rx_len, t1.tx);
-        }
-        logf_("T=1 card: APDU of %zu bytes -> response of %zu bytes", t1.rx_len, t1.tx_len);
-        t1.rx_len = 0;
-        t1.rx_overflow = 0;
-        t1.tx_off = 0;
-        if (t1.rx[1] == 0xE5 && t1.tx_len == 2) {
-            uint8_t mult = 1;
-            t1.wtx_pending = 1;
-            logf_("T=1 card: S(WTX request)");
-            return t1_block(out, nad, 0xC3, &mult, 1);
-        }
-        return t1_next_chunk(out, nad);
-    }
-    if ((pcb & 0xC0) == 0x80) {                          /* R-block */
-        int nr = (pcb >> 4) & 1;
-        if (t1.tx_active && nr == t1.ns) {
-            logf_("T=1 card: R-block acknowledges, next chained block");
-            return t1_next_chunk(out, nad);
-        }
-        logf_("T=1 card: R-block N(R)=%d, resending the last block", nr);
-        if (t1.last_len) {
-            memcpy(out, t1.last, t1.last_len);
-            return t1.last_len;
-        }
-        return t1_rblock(out, nad, 0);
-    }
-    switch (pcb) {                                       /* S-block */
-    case 0xC0:
-        logf_("T=1 card: S(RESYNCH request)");
-        card_reset_state();
-        pps_allowed = 0;
-        return t1_block(out, nad, 0xE0, NULL, 0);
-    case 0xC1:
-        if (b[2] != 1 || b[3] == 0 || b[3] == 0xFF)
-            return t1_rblock(out, nad, 2);
-        t1.ifsd = b[3];
-        logf_("T=1 card: S(IFS request) IFSD=%d", t1.ifsd);
-        return t1_block(out, nad, 0xE1, b + 3, 1);
-    case 0xC2:
-        logf_("T=1 card: S(ABORT request)");
-        t1.rx_len = 0;
-        t1.tx_active = 0;
-        return t1_block(out, nad, 0xE2, NULL, 0);
-    case 0xE3:
-        if (t1.wtx_pending) {
-            t1.wtx_pending = 0;
-            logf_("T=1 card: S(WTX response), sending the answer");
-            return t1_next_chunk(out, nad);
-        }
-        return t1_rblock(out, nad, 2);
-    default:
-        logf_("T=1 card: unexpected S-block %02X", pcb);
-        return t1_rblock(out, nad, 2);
-    }
 }
 
 /* --------------------------------------------------------- CCID commands */
@@ -843,7 +510,14 @@ static void handle_command(const uint8_t *c, size_t n)
             break;
         }
         pps_allowed = 0;
-        rl = opt.card == CARD_T1 ? t1_card(d, dlen, r) : t0_tpdu(d, dlen, r);
+        if (opt.card == CARD_T1) {
+            rl = simcard_t1_block(&card, d, dlen, r);
+        } else {
+            int wait;
+            rl = simcard_t0_tpdu(&card, d, dlen, r, &wait);
+            if (wait)
+                pre_time_request = 1;
+        }
         memcpy(a + 10, r, rl);
         len = hdr(a, RDR_DataBlock, c, rl, ICC_ACTIVE, 0, 0);
         break;
@@ -1147,6 +821,8 @@ int main(int argc, char **argv)
     }
     present = !(opt.absent || card_none);
     notify_on = opt.async_notify;
+    simcard_init(&card);
+    card.t1_max_inf = opt.t1_max_inf;
     card_reset_state();
     default_params();
 
