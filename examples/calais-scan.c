@@ -50,7 +50,11 @@ static void stamp(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	struct tm tm;
+#if defined(_WIN32)
+	localtime_s(&tm, &ts.tv_sec);
+#else
 	localtime_r(&ts.tv_sec, &tm);
+#endif
 	printf("%02d:%02d:%02d.%03ld ", tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 }
 

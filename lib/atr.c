@@ -36,6 +36,31 @@ uint8_t calais__atr_inverse_byte(uint8_t b)
 	return b;
 }
 
+size_t calais__atr_expected(const uint8_t *b, size_t n)
+{
+	/* Walks the interface bytes as far as they have arrived: each TD says which of the
+	 * next group's bytes follow, and whether TCK ends the ATR (8.2). */
+	if (n < 2)
+		return 2;
+	size_t need = 2;
+	uint8_t y = b[1] >> 4;
+	bool tck = false;
+	for (;;) {
+		need += (size_t)((y & 1) + (y >> 1 & 1) + (y >> 2 & 1) + (y >> 3 & 1));
+		if (!(y & 0x8))
+			break;
+		if (need > MAX_ATR_SIZE + 1)
+			return need;
+		if (need > n)
+			return need; /* TD not read yet */
+		uint8_t td = b[need - 1];
+		if ((td & 0x0F) != 0)
+			tck = true;
+		y = td >> 4;
+	}
+	return need + (b[1] & 0x0F) + (tck ? 1 : 0);
+}
+
 static LONG fail(struct calais__atr *a, const char *reason)
 {
 	a->reason = reason;
@@ -240,7 +265,7 @@ struct out {
 	size_t cap, len;
 };
 
-static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...) CALAIS__PRINTF(2, 3);
 static void put(struct out *o, const char *fmt, ...)
 {
 	va_list ap;

@@ -19,13 +19,19 @@
 
 /* ---- logging ---------------------------------------------------------------- */
 
+/* printf-style argument checking. On mingw-w64, "printf" means the MSVCRT dialect
+ * (no %zu); the library is built with __USE_MINGW_ANSI_STDIO, whose formatting is C99's. */
+#if defined(__MINGW32__)
+#define CALAIS__PRINTF(f, a) __attribute__((format(gnu_printf, f, a)))
+#elif defined(__GNUC__)
+#define CALAIS__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CALAIS__PRINTF(f, a)
+#endif
+
 /* One logging path: every line goes through calais__log(), which formats into a fixed
  * buffer and hands it to the user's callback or stderr. */
-void calais__log(int level, const char *domain, const char *fmt, ...)
-#if defined(__GNUC__)
-	__attribute__((format(printf, 3, 4)))
-#endif
-	;
+void calais__log(int level, const char *domain, const char *fmt, ...) CALAIS__PRINTF(3, 4);
 /* Current level, read without a lock so disabled levels cost one load. */
 extern volatile int calais__log_level;
 bool calais__log_trace_apdu(void);
@@ -107,6 +113,10 @@ struct calais__atr {
 	const char *reason; /* why the ATR was rejected */
 };
 LONG calais__atr_parse(const uint8_t *atr, size_t len, struct calais__atr *out);
+/* How long the ATR whose first n bytes are b will be, as far as they tell (read more
+ * until it returns n or less). Bytes in the direct convention's values. A result over
+ * MAX_ATR_SIZE is a malformed ATR. */
+size_t calais__atr_expected(const uint8_t *b, size_t n);
 uint8_t calais__atr_inverse_byte(uint8_t b);
 /* Fi and Di for TA1's nibbles (ISO/IEC 7816-3 tables 7 and 8); 0 for reserved values. */
 uint16_t calais__atr_fi(uint8_t index);

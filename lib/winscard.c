@@ -47,8 +47,9 @@ static unsigned bucket(uint64_t id)
 
 static struct calais_context *ctx_lookup(SCARDCONTEXT id)
 {
-	/* Values are 32-bit (as pcsc-lite's); anything wider is forged. */
-	if (id == 0 || (uint64_t)id > UINT32_MAX)
+	/* Values are 32-bit (as pcsc-lite's); anything wider is forged. Taken unsigned: LONG
+	 * is 32 bits on Windows, where half the values are negative. */
+	if (id == 0 || (uint64_t)(ULONG)id >> 32)
 		return NULL;
 	for (struct calais_context *c = M->ctx_hash[bucket((uint64_t)id)]; c; c = c->hash_next)
 		if (c->id == id && !c->dead)
@@ -58,7 +59,7 @@ static struct calais_context *ctx_lookup(SCARDCONTEXT id)
 
 static struct calais_handle *handle_lookup(SCARDHANDLE id)
 {
-	if (id == 0 || (uint64_t)id > UINT32_MAX)
+	if (id == 0 || (uint64_t)(ULONG)id >> 32)
 		return NULL;
 	for (struct calais_handle *h = M->handle_hash[bucket((uint64_t)id)]; h; h = h->hash_next)
 		if (h->id == id && !h->dead)

@@ -5,17 +5,11 @@
  * CCID descriptor synthesised for the model, and the whole CCID message and slot layers
  * of the USB backend reused (backends/ccid/ccid-msg.c, ccid-slot.c). Declared with
  * cfg.serial_readers or CALAIS_SERIAL_READERS: "device:protocol[:model],...". */
-#include "../ccid/ccid.h"
-#include "platform/serial.h"
+#include "serial-int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
-
-#define ser_log(level, ...)                                                          \
-	do {                                                                         \
-		if (calais__log_level >= (level))                                    \
-			calais__log((level), "serial", __VA_ARGS__);                 \
-	} while (0)
+#include <strings.h>
 
 #define RETRY_MS 2000      /* a missing or busy port is tried again this often */
 #define ECHO_TIMEOUT_MS 2000
@@ -25,37 +19,19 @@
 #define MAX_DECLARED 16
 
 /* The models libccid drives over serial, with what their descriptors would say. */
-struct model {
+struct calais__gem_model {
 	const char *key, *name;
 	uint32_t max_rate;
 	uint8_t pin_support;
 };
-static const struct model models[] = {
+static const struct calais__gem_model models[] = {
 	{ "GemPCTwin", "GemPC Twin", 344086, 0 },
 	{ "GemPCPinPad", "GemPC Pinpad", 500000, 3 },
 };
 
-struct serial_priv;
-
-struct sreader {
-	struct serial_priv *sp;
-	char path[256];
-	const struct model *m;
-	calais_reader *r;
-	calais__serial_t fd;
-	atomic_bool open;          /* changed under port.lock */
-	bool down_logged;
-	struct calais__ccid_desc desc;
-	struct calais__ccid_strategy st;
-	struct calais__ccid_port port;
-	struct calais__ccid_slot slot;
-	uint8_t last[CALAIS__CCID_HEADER + 271 + 3]; /* the frame sent, for NAK and echo */
-	size_t last_len;
-};
-
 struct serial_priv {
 	calais_backend_instance *bi;
-	struct sreader *readers[MAX_DECLARED];
+	struct calais__sreader *readers[MAX_DECLARED];
 	size_t n;
 	calais__mutex_t lock;
 	calais__cond_t cond;
@@ -66,7 +42,26 @@ struct serial_priv {
 
 /* ---- framing ------------------------------------------------------------------------ */
 
-static LONG io_rv(struct sreader *s, enum calais__serial_status st, const char *what)
+bool calais__serial_port_open(struct calais__sreader *s, uint32_t bps,
+                              enum calais__serial_parity parity, bool mark_errors,
+                              calais__serial_t *fd)
+{
+	enum calais__serial_status st = calais__serial_open(s->path, bps, parity, 2, mark_errors, fd);
+	if (st == CALAIS__SERIAL_OK)
+		return true;
+	if (!s->down_logged)
+		ser_log(CALAIS_LOG_WARNING, "%s: cannot open the port (%s); the reader stays listed, "
+		        "unavailable, and the port is tried again every %u s", s->path,
+		        st == CALAIS__SERIAL_MISSING  ? "no such device"
+		        : st == CALAIS__SERIAL_BUSY   ? "in use by another process"
+		        : st == CALAIS__SERIAL_ACCESS ? "permission denied"
+		                                      : "error",
+		        RETRY_MS / 1000);
+	s->down_logged = true;
+	return false;
+}
+
+static LONG io_rv(struct calais__sreader *s, enum calais__serial_status st, const char *what)
 {
 	switch (st) {
 	case CALAIS__SERIAL_OK:
@@ -74,15 +69,7 @@ static LONG io_rv(struct sreader *s, enum calais__serial_status st, const char *
 	case CALAIS__SERIAL_TIMEOUT:
 		return SCARD_E_TIMEOUT;
 	case CALAIS__SERIAL_MISSING:
-		/* The adapter went away: closed here, reopened by the retry thread. */
-		ser_log(CALAIS_LOG_WARNING, "%s: port gone during %s", s->path, what);
-		calais__serial_close(s->fd);
-		s->open = false;
-		s->port.gone = true;
-		if (s->r) {
-			calais_reader_set_unavailable(s->r, SCARD_E_READER_UNAVAILABLE);
-			calais_reader_card_event(s->r, false);
-		}
+		calais__serial_lost(s, what);
 		return SCARD_E_READER_UNAVAILABLE;
 	default:
 		ser_log(CALAIS_LOG_WARNING, "%s: %s failed", s->path, what);
@@ -90,9 +77,24 @@ static LONG io_rv(struct sreader *s, enum calais__serial_status st, const char *
 	}
 }
 
+void calais__serial_lost(struct calais__sreader *s, const char *why)
+{
+	/* Closed here, reopened (and greeted again) by the retry thread once the port
+	 * answers: an unplugged adapter, or a reader that stopped talking. */
+	ser_log(CALAIS_LOG_WARNING, "%s: port lost (%s); the reader is unavailable until it "
+	        "answers again (tried every %u s)", s->path, why, RETRY_MS / 1000);
+	calais__serial_close(s->fd);
+	s->open = false;
+	s->port.gone = true;
+	if (s->r) {
+		calais_reader_set_unavailable(s->r, SCARD_E_READER_UNAVAILABLE);
+		calais_reader_card_event(s->r, false);
+	}
+}
+
 /* Reads one frame (after skipping card-movement pairs, time-extension bytes and noise).
  * *nak: the reader rejected our frame. */
-static LONG read_frame(struct sreader *s, uint8_t *buf, size_t cap, size_t *n, bool *nak,
+static LONG read_frame(struct calais__sreader *s, uint8_t *buf, size_t cap, size_t *n, bool *nak,
                        uint32_t first_ms)
 {
 	*n = 0;
@@ -169,7 +171,7 @@ static LONG read_frame(struct sreader *s, uint8_t *buf, size_t cap, size_t *n, b
 	}
 }
 
-static LONG write_last(struct sreader *s)
+static LONG write_last(struct calais__sreader *s)
 {
 	return io_rv(s, calais__serial_write(s->fd, s->last, s->last_len, ECHO_TIMEOUT_MS), "write");
 }
@@ -177,7 +179,7 @@ static LONG write_last(struct sreader *s)
 /* struct calais__ccid_port send: the frame, then its echo, resent on a NAK. */
 static LONG ser_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_ms)
 {
-	struct sreader *s = user;
+	struct calais__sreader *s = user;
 	if (!s->open)
 		return SCARD_E_READER_UNAVAILABLE;
 	if (n + 3 > sizeof(s->last))
@@ -201,13 +203,7 @@ static LONG ser_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_
 		if (rv == SCARD_E_TIMEOUT) {
 			/* A reader that stops echoing has stopped: closed, and reopened (and greeted
 			 * again) by the retry thread once it answers. */
-			ser_log(CALAIS_LOG_WARNING, "%s: the reader does not echo; closed until it "
-			        "answers again", s->path);
-			calais__serial_close(s->fd);
-			s->open = false;
-			s->port.gone = true;
-			calais_reader_set_unavailable(s->r, SCARD_E_READER_UNAVAILABLE);
-			calais_reader_card_event(s->r, false);
+			calais__serial_lost(s, "no echo from the reader");
 			return SCARD_E_READER_UNAVAILABLE;
 		}
 		if (rv != SCARD_S_SUCCESS)
@@ -231,7 +227,7 @@ static LONG ser_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_
 /* struct calais__ccid_port recv: the answer frame. */
 static LONG ser_recv(void *user, uint8_t *buf, size_t cap, size_t *n, uint32_t timeout_ms)
 {
-	struct sreader *s = user;
+	struct calais__sreader *s = user;
 	if (!s->open)
 		return SCARD_E_READER_UNAVAILABLE;
 	for (unsigned naks = 0;; naks++) {
@@ -248,24 +244,11 @@ static LONG ser_recv(void *user, uint8_t *buf, size_t cap, size_t *n, uint32_t t
 /* ---- opening ----------------------------------------------------------------------------- */
 
 /* Opens the port and greets the reader as libccid does; port.lock held. */
-static bool open_reader(struct sreader *s)
+static bool gem_open(struct calais__sreader *s)
 {
 	calais__serial_t fd;
-	enum calais__serial_status st = calais__serial_open(s->path, 115200, CALAIS__PARITY_NONE, 2,
-	                                                    &fd);
-	if (st != CALAIS__SERIAL_OK) {
-		if (!s->down_logged)
-			ser_log(CALAIS_LOG_WARNING, "%s: cannot open the port (%s); the reader stays "
-			        "listed, unavailable, and the port is tried again every %u s",
-			        s->path,
-			        st == CALAIS__SERIAL_MISSING  ? "no such device"
-			        : st == CALAIS__SERIAL_BUSY   ? "in use by another process"
-			        : st == CALAIS__SERIAL_ACCESS ? "permission denied"
-			                                      : "error",
-			        RETRY_MS / 1000);
-		s->down_logged = true;
+	if (!calais__serial_port_open(s, 115200, CALAIS__PARITY_NONE, false, &fd))
 		return false;
-	}
 	/* RTS low stops the reader's plug-and-play identification string. */
 	calais__serial_rts(fd, false);
 	s->fd = fd;
@@ -279,14 +262,14 @@ static bool open_reader(struct sreader *s)
 	if (rv != SCARD_S_SUCCESS) {
 		if (!s->down_logged)
 			ser_log(CALAIS_LOG_WARNING, "%s: no %s answers (%s); tried again every %u s",
-			        s->path, s->m->name, pcsc_stringify_error(rv), RETRY_MS / 1000);
+			        s->path, s->model_name, pcsc_stringify_error(rv), RETRY_MS / 1000);
 		s->down_logged = true;
 		if (s->open)
 			calais__serial_close(s->fd);
 		s->open = false;
 		return false;
 	}
-	ser_log(CALAIS_LOG_INFO, "%s: %s, firmware \"%.*s\"", s->path, s->m->name, (int)r.len,
+	ser_log(CALAIS_LOG_INFO, "%s: %s, firmware \"%.*s\"", s->path, s->model_name, (int)r.len,
 	        (const char *)r.data);
 	/* Card movement bytes after each answer, as libccid asks for them. */
 	calais__ccid_command(&s->port, CALAIS__PC_ESCAPE, 0, NULL, notify, 3, &r, 2000);
@@ -294,7 +277,12 @@ static bool open_reader(struct sreader *s)
 	return true;
 }
 
-static void try_open(struct sreader *s)
+static bool open_reader(struct calais__sreader *s)
+{
+	return s->gem ? gem_open(s) : calais__phoenix_open(s);
+}
+
+static void try_open(struct calais__sreader *s)
 {
 	calais__mutex_lock(&s->port.lock);
 	bool ok = !s->open && open_reader(s);
@@ -317,7 +305,7 @@ static void *retry_main(void *arg)
 			break;
 		calais__mutex_unlock(&sp->lock);
 		for (size_t i = 0; i < sp->n; i++) {
-			struct sreader *s = sp->readers[i];
+			struct calais__sreader *s = sp->readers[i];
 			calais__mutex_lock(&s->port.lock);
 			bool closed = !s->open;
 			calais__mutex_unlock(&s->port.lock);
@@ -335,7 +323,7 @@ static void *retry_main(void *arg)
 
 /* ---- declaration ------------------------------------------------------------------------- */
 
-static void synthesise(struct sreader *s)
+static void synthesise(struct calais__sreader *s)
 {
 	struct calais__ccid_desc *d = &s->desc;
 	memset(d, 0, sizeof(*d));
@@ -345,86 +333,110 @@ static void synthesise(struct sreader *s)
 	d->default_clock_khz = 4000;
 	d->max_clock_khz = 4000;
 	d->data_rate = 10752;
-	d->max_data_rate = s->m->max_rate;
+	d->max_data_rate = s->gem->max_rate;
 	d->max_ifsd = 254;
 	/* libccid's: TPDU level, automatic clock and baud, NAD other than 0. */
 	d->features = 0x00010230;
 	d->max_message_length = 271;
-	d->pin_support = s->m->pin_support;
+	d->pin_support = s->gem->pin_support;
 	d->max_busy_slots = 1;
 	calais__ccid_strategy(d, &s->st);
 }
 
-static LONG declare(struct serial_priv *sp, const char *spec)
+/* "device:protocol[:model or options]": the device path may hold colons itself, so the
+ * protocol is found from the right. */
+static LONG parse_spec(const char *spec, char *dev, size_t cap, const char **proto,
+                       const char **extra)
 {
-	/* device:protocol[:model] */
-	char buf[256];
-	if (strlen(spec) >= sizeof(buf)) {
+	static const char *const protocols[] = { "gemtwin", "phoenix", "smartmouse" };
+	if (strlen(spec) >= cap) {
 		ser_log(CALAIS_LOG_ERROR, "serial reader declaration too long");
 		return SCARD_E_INVALID_VALUE;
 	}
-	snprintf(buf, sizeof(buf), "%s", spec);
-	char *proto = strrchr(buf, ':'), *model = NULL;
-	if (proto && proto != buf) {
-		*proto++ = 0;
-		char *prev = strrchr(buf, ':');
-		if (prev && prev != buf && strcasecmp(proto, "gemtwin") != 0 &&
-		    strcasecmp(proto, "phoenix") != 0) {
-			/* the last part was the model */
-			model = proto;
-			*prev = 0;
-			proto = prev + 1;
+	snprintf(dev, cap, "%s", spec);
+	*proto = *extra = NULL;
+	for (int parts = 0; parts < 2 && !*proto; parts++) {
+		char *colon = strrchr(dev, ':');
+		if (!colon || colon == dev)
+			break;
+		for (size_t i = 0; i < CALAIS__ARRAY_SIZE(protocols); i++)
+			if (strcasecmp(colon + 1, protocols[i]) == 0)
+				*proto = protocols[i];
+		if (!*proto && parts == 0)
+			*extra = colon + 1; /* the last part was the model or options */
+		*colon = 0;
+		if (!*proto && parts == 1) {
+			ser_log(CALAIS_LOG_ERROR, "%s: unknown serial protocol \"%s\" (gemtwin, phoenix, "
+			        "smartmouse)", dev, colon + 1);
+			return SCARD_E_INVALID_VALUE;
 		}
 	}
-	if (!proto || !*buf) {
+	if (!*proto || !*dev) {
 		ser_log(CALAIS_LOG_ERROR, "\"%s\" is not device:protocol[:model]", spec);
 		return SCARD_E_INVALID_VALUE;
 	}
-	if (strcasecmp(proto, "phoenix") == 0) {
-		ser_log(CALAIS_LOG_ERROR, "%s: Phoenix/Smartmouse readers are not supported yet", buf);
-		return SCARD_E_READER_UNSUPPORTED;
-	}
-	if (strcasecmp(proto, "gemtwin") != 0) {
-		ser_log(CALAIS_LOG_ERROR, "%s: unknown serial protocol \"%s\" (gemtwin)", buf, proto);
-		return SCARD_E_INVALID_VALUE;
-	}
-	const struct model *m = &models[0];
-	if (model) {
-		m = NULL;
-		for (size_t i = 0; i < CALAIS__ARRAY_SIZE(models) && !m; i++)
-			if (strcasecmp(models[i].key, model) == 0)
-				m = &models[i];
-		if (!m) {
-			ser_log(CALAIS_LOG_ERROR, "%s: unknown model \"%s\" (GemPCTwin, GemPCPinPad)", buf,
-			        model);
-			return SCARD_E_INVALID_VALUE;
+	return SCARD_S_SUCCESS;
+}
+
+static LONG declare(struct serial_priv *sp, const char *spec)
+{
+	char buf[256];
+	const char *proto, *extra;
+	LONG rv = parse_spec(spec, buf, sizeof(buf), &proto, &extra);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	const struct calais__gem_model *m = NULL;
+	if (strcmp(proto, "gemtwin") == 0) {
+		m = &models[0];
+		if (extra) {
+			m = NULL;
+			for (size_t i = 0; i < CALAIS__ARRAY_SIZE(models) && !m; i++)
+				if (strcasecmp(models[i].key, extra) == 0)
+					m = &models[i];
+			if (!m) {
+				ser_log(CALAIS_LOG_ERROR, "%s: unknown model \"%s\" (GemPCTwin, "
+				        "GemPCPinPad)", buf, extra);
+				return SCARD_E_INVALID_VALUE;
+			}
 		}
 	}
 	if (sp->n == MAX_DECLARED)
 		return SCARD_E_NO_MEMORY;
-	struct sreader *s = calloc(1, sizeof(*s));
+	struct calais__sreader *s = calloc(1, sizeof(*s));
 	if (!s)
 		return SCARD_E_NO_MEMORY;
 	s->sp = sp;
-	s->m = m;
+	s->gem = m;
 	snprintf(s->path, sizeof(s->path), "%s", buf);
-	synthesise(s);
+	if (!m) {
+		bool smartmouse = strcmp(proto, "smartmouse") == 0;
+		s->model_name = smartmouse ? "Smartmouse" : "Phoenix";
+		if ((rv = calais__phoenix_config(s, smartmouse, extra)) != SCARD_S_SUCCESS) {
+			free(s);
+			return rv;
+		}
+	} else {
+		s->model_name = m->name;
+		synthesise(s);
+		s->port.send = ser_send;
+		s->port.recv = ser_recv;
+	}
 	s->port.user = s;
-	s->port.send = ser_send;
-	s->port.recv = ser_recv;
 	s->port.name = s->path;
+	s->slot = (struct calais__ccid_slot){ .port = &s->port, .desc = &s->desc, .st = &s->st };
+	if (!m)
+		calais__phoenix_setup(s);
 	if (calais__ccid_port_init(&s->port, s->desc.max_message_length) != SCARD_S_SUCCESS) {
 		free(s);
 		return SCARD_E_NO_MEMORY;
 	}
-	s->slot = (struct calais__ccid_slot){ .port = &s->port, .desc = &s->desc, .st = &s->st };
 
 	struct calais_feature features[8];
 	size_t n_features = calais__ccid_features(&s->slot, features);
 	struct calais_reader_desc d = {
-		.name = m->name,
+		.name = s->model_name,
 		.interface_name = s->path,
-		.vendor = "Gemalto",
+		.vendor = m ? "Gemalto" : NULL,
 		.channel_id = 0x00010000u, /* a serial port */
 		.max_input = s->st.max_apdu,
 		.flags = CALAIS_READER_POLL_PRESENCE,
@@ -432,13 +444,13 @@ static LONG declare(struct serial_priv *sp, const char *spec)
 		.features = features,
 		.n_features = n_features,
 	};
-	LONG rv = calais_reader_new(sp->bi, &d, &s->r);
+	rv = calais_reader_new(sp->bi, &d, &s->r);
 	if (rv != SCARD_S_SUCCESS) {
 		calais__ccid_port_free(&s->port);
 		free(s);
 		return rv;
 	}
-	*(struct sreader **)calais_reader_priv(s->r) = s;
+	*(struct calais__sreader **)calais_reader_priv(s->r) = s;
 	calais__mutex_lock(&s->port.lock);
 	bool ok = open_reader(s);
 	calais__mutex_unlock(&s->port.lock);
@@ -505,7 +517,7 @@ static void serial_exit(calais_backend_instance *bi)
 
 static void serial_close(calais_reader *r)
 {
-	struct sreader *s = *(struct sreader **)calais_reader_priv(r);
+	struct calais__sreader *s = *(struct calais__sreader **)calais_reader_priv(r);
 	if (s->open) {
 		if (s->slot.powered)
 			calais__ccid_power_off(&s->slot);
@@ -516,7 +528,7 @@ static void serial_close(calais_reader *r)
 	free(s);
 }
 
-#define S(r) (*(struct sreader **)calais_reader_priv(r))
+#define S(r) (*(struct calais__sreader **)calais_reader_priv(r))
 
 static LONG serial_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_len)
 {
@@ -548,7 +560,7 @@ static LONG serial_control(calais_reader *r, uint32_t code, const uint8_t *in, s
 /* The core polls presence; a closed port is an empty, unavailable reader meanwhile. */
 static LONG serial_slot_status(calais_reader *r, bool *present)
 {
-	struct sreader *s = S(r);
+	struct calais__sreader *s = S(r);
 	*present = false;
 	if (!s->open)
 		return SCARD_S_SUCCESS;
@@ -571,7 +583,7 @@ const struct calais_backend calais__backend_serial = {
 	.name = "serial",
 	.caps = CALAIS_BACKEND_CAP_CARD_EVENTS | CALAIS_BACKEND_CAP_PINPAD,
 	.instance_priv_size = sizeof(struct serial_priv),
-	.reader_priv_size = sizeof(struct sreader *),
+	.reader_priv_size = sizeof(struct calais__sreader *),
 	.init = serial_init,
 	.stop = serial_stop,
 	.exit = serial_exit,

@@ -279,7 +279,10 @@ CALAIS_API void *calais_backend_priv(calais_backend_instance *bi);
 
 /** Logs a line under the backend's name. Thread-safe, callable from any thread. */
 CALAIS_API void calais_backend_log(calais_backend_instance *bi, int level, const char *fmt, ...)
-#if defined(__GNUC__)
+#if defined(__MINGW32__)
+	/* C99 formats (%zu) whatever the caller's __USE_MINGW_ANSI_STDIO: the library formats. */
+	__attribute__((format(gnu_printf, 3, 4)))
+#elif defined(__GNUC__)
 	__attribute__((format(printf, 3, 4)))
 #endif
 	;

@@ -5,6 +5,9 @@
 #define CALAIS_PLATFORM_DL_H
 
 #if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN /* no <winscard.h>: the PC/SC declarations are ours */
+#endif
 #include <windows.h>
 
 typedef HMODULE calais__dl_t;

@@ -11,6 +11,9 @@
 
 #if defined(_WIN32)
 #define CALAIS_PLATFORM_WINDOWS 1
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN /* no <winscard.h>: the PC/SC declarations are ours */
+#endif
 #include <windows.h>
 
 typedef SRWLOCK calais__mutex_t;

@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The serial backend on a GemPC Twin simulator (tests/serial/gemtwin-sim) at the far end of
- * a pseudo-terminal, the simulator itself validated against pcscd with libccid's serial
- * driver (tests/serial/pcscd-serial-check): declaration, listing, ATR, T=1 and T=0
- * exchanges with chaining, card movement, and the faults (NAK, missing echo, corrupted
- * checksum, noise, silence, a port that is missing and then appears). */
+/* The serial backend on reader simulators at the far end of a pseudo-terminal.
+ * Suite serial: a GemPC Twin (tests/serial/gemtwin-sim, itself validated against pcscd
+ * with libccid's serial driver by tests/serial/pcscd-serial-check): declaration, listing,
+ * ATR, T=1 and T=0 exchanges with chaining, card movement, and the faults (NAK, missing
+ * echo, corrupted checksum, noise, silence, a port that is missing and then appears).
+ * Suite phoenix: a Phoenix direct UART reader with a byte-level card
+ * (tests/serial/phoenix-sim): both conventions, T=0 and T=1 at character level, PPS,
+ * presence by a detect line and by reset, and the line's faults. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,22 +29,24 @@ static char pty[256];
 static char name[MAX_READERNAME];
 
 
-/* Starts the simulator with its arguments; returns the pty path it prints. */
-static void sim_start(const char *const *args)
+/* Starts a simulator with its arguments; returns the pty path it prints. */
+static void sim_start_exe(const char *exe, const char *const *args)
 {
 	int p[2];
 	cr_assert_eq(pipe(p), 0);
 	sim = fork();
 	cr_assert_neq(sim, -1);
 	if (sim == 0) {
+		/* The simulator ends with us, even when a failed assertion ends us early. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		dup2(p[1], 1);
 		close(p[0]);
-		const char *argv[16] = { GEMTWIN_SIM };
+		const char *argv[16] = { exe };
 		size_t n = 1;
 		for (; args && args[n - 1] && n < 15; n++)
 			argv[n] = args[n - 1];
 		argv[n] = NULL;
-		execv(GEMTWIN_SIM, (char *const *)argv);
+		execv(exe, (char *const *)argv);
 		_exit(127);
 	}
 	close(p[1]);
@@ -54,6 +60,11 @@ static void sim_start(const char *const *args)
 	pty[strcspn(pty, "\n")] = 0;
 }
 
+static void sim_start(const char *const *args)
+{
+	sim_start_exe(GEMTWIN_SIM, args);
+}
+
 static void sim_stop(void)
 {
 	if (sim > 0) {
@@ -63,7 +74,7 @@ static void sim_stop(void)
 	sim = -1;
 }
 
-static uint32_t poll_ms = 100;
+static uint32_t poll_ms = 100, power_down_ms;
 
 static void start_calais(const char *decl)
 {
@@ -73,6 +84,8 @@ static void start_calais(const char *decl)
 	cfg.backends = "serial";
 	cfg.serial_readers = decl;
 	cfg.poll_interval_ms = poll_ms;
+	if (power_down_ms)
+		cfg.power_down_delay_ms = power_down_ms;
 	if (getenv("CALAIS_TEST_LOG")) {
 		cfg.log_level = CALAIS_LOG_DEBUG;
 		cfg.log_level_set = true;
@@ -103,6 +116,9 @@ static void fini(void)
 	SCardReleaseContext(ctx);
 	calais_shutdown();
 	sim_stop();
+	/* The plain runner runs every test in one process. */
+	poll_ms = 100;
+	power_down_ms = 0;
 }
 
 static bool wait_state(DWORD bit, long ms)
@@ -129,6 +145,19 @@ static SCARDHANDLE connect_card(DWORD *proto)
 	return h;
 }
 
+/* The reader is listed, unavailable, and connecting says so. */
+static void assert_listed_unavailable(void)
+{
+	SCARD_READERSTATE rs = { .szReader = name };
+	assert_rv(SCardGetStatusChange(ctx, 0, &rs, 1), SCARD_S_SUCCESS);
+	cr_assert(rs.dwEventState & SCARD_STATE_UNAVAILABLE, "state 0x%lX",
+	          (unsigned long)rs.dwEventState);
+	SCARDHANDLE h;
+	DWORD proto;
+	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, &h, &proto),
+	          SCARD_E_READER_UNAVAILABLE);
+}
+
 /* READ BINARY of n bytes (case 2): byte i = i. */
 static LONG read_binary(SCARDHANDLE h, DWORD proto, size_t n, DWORD *got, uint8_t *resp)
 {
@@ -136,6 +165,17 @@ static LONG read_binary(SCARDHANDLE h, DWORD proto, size_t n, DWORD *got, uint8_
 	*got = 300;
 	return SCardTransmit(h, proto == SCARD_PROTOCOL_T1 ? SCARD_PCI_T1 : SCARD_PCI_T0, apdu, 5,
 	                     NULL, resp, got);
+}
+
+/* Up to `max` small reads, stopping at the first failure: its code. */
+static LONG reads_until_failure(SCARDHANDLE h, DWORD proto, int max)
+{
+	LONG rv = SCARD_S_SUCCESS;
+	uint8_t resp[300];
+	DWORD got;
+	for (int i = 0; i < max && rv == SCARD_S_SUCCESS; i++)
+		rv = read_binary(h, proto, 4, &got, resp);
+	return rv;
 }
 
 static void check_read(SCARDHANDLE h, DWORD proto, size_t n)
@@ -197,14 +237,7 @@ Test(serial, nak_then_resend)
 Test(serial, reader_without_echo_is_unavailable)
 {
 	with_sim((const char *const[]){ "--card", "t1", "--no-echo", NULL });
-	SCARD_READERSTATE rs = { .szReader = name };
-	assert_rv(SCardGetStatusChange(ctx, 0, &rs, 1), SCARD_S_SUCCESS);
-	cr_assert(rs.dwEventState & SCARD_STATE_UNAVAILABLE, "state 0x%lX",
-	          (unsigned long)rs.dwEventState);
-	SCARDHANDLE h;
-	DWORD proto;
-	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, &h, &proto),
-	          SCARD_E_READER_UNAVAILABLE);
+	assert_listed_unavailable();
 }
 
 /* A corrupted frame: a T=0 exchange fails with SCARD_F_COMM_ERROR (and the next works);
@@ -215,11 +248,7 @@ static LONG reads_with_bad_lrc(const char *card)
 	with_sim((const char *const[]){ "--card", card, "--bad-lrc", "8", NULL });
 	DWORD proto;
 	SCARDHANDLE h = connect_card(&proto);
-	LONG rv = SCARD_S_SUCCESS;
-	uint8_t resp[300];
-	DWORD got;
-	for (int i = 0; i < 6 && rv == SCARD_S_SUCCESS; i++)
-		rv = read_binary(h, proto, 4, &got, resp);
+	LONG rv = reads_until_failure(h, proto, 6);
 	check_read(h, proto, 4); /* the next one works either way */
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 	return rv;
@@ -241,12 +270,8 @@ Test(serial, silent_reader_is_unavailable)
 	with_sim((const char *const[]){ "--card", "t1", "--silent-after", "7", NULL });
 	DWORD proto;
 	SCARDHANDLE h = connect_card(&proto);
-	LONG rv = SCARD_S_SUCCESS;
-	uint8_t resp[300];
-	DWORD got;
 	long t0 = bt_now_ms();
-	for (int i = 0; i < 6 && rv == SCARD_S_SUCCESS; i++)
-		rv = read_binary(h, proto, 4, &got, resp);
+	LONG rv = reads_until_failure(h, proto, 6);
 	assert_rv(rv, SCARD_E_READER_UNAVAILABLE);
 	cr_assert_lt(bt_now_ms() - t0, 10000);
 	SCARD_READERSTATE rs = { .szReader = name };
@@ -278,7 +303,8 @@ Test(serial, missing_port_listed_then_found)
 Test(serial, bad_declarations)
 {
 	/* Each refused with a log line; none becomes a reader. */
-	start_calais("/dev/null:phoenix,/dev/null:nonsense,:gemtwin,/dev/null:gemtwin:NoSuchModel");
+	start_calais("/dev/null:phoenix:bogus,/dev/null:phoenix:!none,/dev/null:nonsense,:gemtwin,"
+	             "/dev/null:gemtwin:NoSuchModel,/dev/null:nosuch:cts");
 	char buf[64];
 	DWORD len = sizeof(buf);
 	assert_rv(SCardListReaders(ctx, NULL, buf, &len), SCARD_E_NO_READERS_AVAILABLE);
@@ -311,4 +337,263 @@ Test(serial, adapter_unplugged_in_use_then_back)
 	check_read(h, proto, 8);
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 	unlink(link);
+}
+
+/* ---- Phoenix / Smartmouse ------------------------------------------------------------- */
+
+extern LONG (*calais__phoenix_detect_hook)(const char *path, bool *line_high);
+static char state_file[128];
+
+/* The card-detect line of the simulated reader: its state file (a pty has no modem
+ * lines). */
+static LONG detect_from_file(const char *path, bool *line_high)
+{
+	(void)path;
+	FILE *f = fopen(state_file, "r");
+	int c = f ? fgetc(f) : EOF;
+	if (f)
+		fclose(f);
+	if (c != '0' && c != '1')
+		return SCARD_F_COMM_ERROR;
+	*line_high = c == '1';
+	return SCARD_S_SUCCESS;
+}
+
+/* phoenix-sim with args, declared as "<pty>:phoenix[:opts]". */
+static void with_phoenix(const char *opts, const char *const *args)
+{
+	const char *argv[16];
+	size_t n = 0;
+	snprintf(state_file, sizeof(state_file), "/tmp/calais-phoenix-%d.state", (int)getpid());
+	argv[n++] = "--state-file";
+	argv[n++] = state_file;
+	for (; args && *args && n < 15; args++)
+		argv[n++] = *args;
+	argv[n] = NULL;
+	sim_start_exe(PHOENIX_SIM, argv);
+	calais__phoenix_detect_hook = detect_from_file;
+	char decl[300];
+	snprintf(decl, sizeof(decl), "%s:phoenix%s%s", pty, opts ? ":" : "", opts ? opts : "");
+	start_calais(decl);
+	first_reader();
+}
+
+static void phoenix_fini(void)
+{
+	fini();
+	calais__phoenix_detect_hook = NULL;
+	unlink(state_file);
+}
+
+/* ECHO (80 EE) of n bytes, case 4: incoming data, then the same back. */
+static void check_echo(SCARDHANDLE h, DWORD proto, size_t n)
+{
+	uint8_t apdu[5 + 255 + 1] = { 0x80, 0xEE, 0x00, 0x00, (uint8_t)n };
+	for (size_t i = 0; i < n; i++)
+		apdu[5 + i] = (uint8_t)(0xA5 ^ i);
+	apdu[5 + n] = (uint8_t)n;
+	uint8_t resp[300];
+	DWORD got = sizeof(resp);
+	assert_rv(SCardTransmit(h, proto == SCARD_PROTOCOL_T1 ? SCARD_PCI_T1 : SCARD_PCI_T0, apdu,
+	                        (DWORD)(6 + n), NULL, resp, &got),
+	          SCARD_S_SUCCESS);
+	cr_assert_eq(got, n + 2, "ECHO %zu: %lu bytes", n, (unsigned long)got);
+	cr_assert(memcmp(resp, apdu + 5, n) == 0, "ECHO %zu: data differs", n);
+	cr_assert(resp[n] == 0x90 && resp[n + 1] == 0x00);
+}
+
+static void atr_of(SCARDHANDLE h, uint8_t *atr, DWORD *len)
+{
+	char rn[MAX_READERNAME];
+	DWORD rl = sizeof(rn), st, pr;
+	*len = MAX_ATR_SIZE;
+	assert_rv(SCardStatus(h, rn, &rl, &st, &pr, atr, len), SCARD_S_SUCCESS);
+}
+
+TestSuite(phoenix, .fini = phoenix_fini, .timeout = 60);
+
+static void exchanges(const char *card, const char *convention, DWORD want_proto, uint8_t ts)
+{
+	with_phoenix("cts", (const char *const[]){ "--card", card, "--convention", convention,
+	                                           NULL });
+	cr_assert_neq(strstr(name, "Phoenix ["), NULL, "%s", name);
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	cr_assert_eq(proto, want_proto);
+	uint8_t atr[MAX_ATR_SIZE];
+	DWORD al;
+	atr_of(h, atr, &al);
+	cr_assert(al >= 2 && atr[0] == ts, "TS 0x%02X", atr[0]);
+	check_read(h, proto, 16);
+	check_read(h, proto, 255); /* T=1: chained answer; T=0: 61xx and GET RESPONSE */
+	check_echo(h, proto, 1);
+	check_echo(h, proto, 200); /* T=1: chained command (IFSC below 200) */
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(phoenix, t0_card_direct_convention)
+{
+	exchanges("t0", "direct", SCARD_PROTOCOL_T0, 0x3B);
+}
+
+Test(phoenix, t1_card_direct_convention)
+{
+	exchanges("t1", "direct", SCARD_PROTOCOL_T1, 0x3B);
+}
+
+Test(phoenix, t0_card_inverse_convention)
+{
+	exchanges("t0", "inverse", SCARD_PROTOCOL_T0, 0x3F);
+}
+
+Test(phoenix, t1_card_inverse_convention)
+{
+	exchanges("t1", "inverse", SCARD_PROTOCOL_T1, 0x3F);
+}
+
+Test(phoenix, pps_refused_card_stays_at_9600)
+{
+	with_phoenix("cts", (const char *const[]){ "--card", "t1", "--pps-refuse", NULL });
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	check_read(h, proto, 100);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(phoenix, pps_unanswered_is_an_unresponsive_card)
+{
+	with_phoenix("cts", (const char *const[]){ "--card", "t1", "--pps-mute", NULL });
+	cr_assert(wait_state(SCARD_STATE_PRESENT, 5000), "card present");
+	SCARDHANDLE h;
+	DWORD proto;
+	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, &h, &proto),
+	          SCARD_W_UNRESPONSIVE_CARD);
+}
+
+Test(phoenix, detect_line_reports_removal_of_a_card_in_use)
+{
+	with_phoenix("cts", (const char *const[]){ "--card", "t0", NULL });
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	check_read(h, proto, 4);
+	kill(sim, SIGUSR1);
+	cr_assert(wait_state(SCARD_STATE_EMPTY, 5000), "removal seen through the line");
+	uint8_t resp[300];
+	DWORD got;
+	assert_rv(read_binary(h, proto, 4, &got, resp), SCARD_W_REMOVED_CARD);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+	kill(sim, SIGUSR2);
+	cr_assert(wait_state(SCARD_STATE_PRESENT, 5000), "insertion seen");
+	h = connect_card(&proto);
+	check_read(h, proto, 4);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(phoenix, presence_by_reset_without_detect_line)
+{
+	power_down_ms = 100; /* an idle card is powered down, then probed by resets */
+	with_phoenix(NULL, (const char *const[]){ "--card", "t1", NULL });
+	cr_assert(wait_state(SCARD_STATE_PRESENT, 5000), "card found by a reset");
+	kill(sim, SIGUSR1);
+	cr_assert(wait_state(SCARD_STATE_EMPTY, 5000), "removal found by a reset");
+	kill(sim, SIGUSR2);
+	cr_assert(wait_state(SCARD_STATE_PRESENT, 5000), "insertion found by a reset");
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	check_read(h, proto, 20);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(phoenix, card_pulled_in_use_without_detect_line)
+{
+	with_phoenix(NULL, (const char *const[]){ "--card", "t0", NULL });
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	check_read(h, proto, 4);
+	kill(sim, SIGUSR1);
+	usleep(100000);
+	uint8_t resp[300];
+	DWORD got;
+	long t0 = bt_now_ms();
+	LONG rv = read_binary(h, proto, 4, &got, resp);
+	cr_assert(rv != SCARD_S_SUCCESS, "a pulled card answered");
+	cr_assert_lt(bt_now_ms() - t0, 10000, "bounded");
+	cr_assert(wait_state(SCARD_STATE_EMPTY, 5000), "the mute card is found gone");
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(phoenix, mute_card_with_detect_line)
+{
+	with_phoenix("cts", (const char *const[]){ "--card", "t1", "--mute", NULL });
+	cr_assert(wait_state(SCARD_STATE_PRESENT, 5000), "the line says a card is there");
+	SCARD_READERSTATE rs = { .szReader = name };
+	assert_rv(SCardGetStatusChange(ctx, 0, &rs, 1), SCARD_S_SUCCESS);
+	cr_assert(rs.dwEventState & SCARD_STATE_MUTE, "state 0x%lX", (unsigned long)rs.dwEventState);
+	SCARDHANDLE h;
+	DWORD proto;
+	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, &h, &proto),
+	          SCARD_W_UNRESPONSIVE_CARD);
+}
+
+Test(phoenix, not_a_ts_is_an_unsupported_card)
+{
+	with_phoenix("cts", (const char *const[]){ "--card", "t1", "--atr-garbage", NULL });
+	cr_assert(wait_state(SCARD_STATE_PRESENT, 5000));
+	SCARDHANDLE h;
+	DWORD proto;
+	LONG rv = SCardConnect(ctx, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, &h, &proto);
+	cr_assert(rv == SCARD_W_UNSUPPORTED_CARD || rv == SCARD_W_UNRESPONSIVE_CARD, "0x%lX",
+	          (unsigned long)rv);
+}
+
+Test(phoenix, no_echo_is_not_a_phoenix_reader)
+{
+	with_phoenix("cts", (const char *const[]){ "--card", "t1", "--no-echo", NULL });
+	assert_listed_unavailable();
+}
+
+/* Faults on the n-th unit the simulator counts: the exchange it hits fails with `want`
+ * (or recovers: SCARD_S_SUCCESS), and the next exchange works. */
+static void fault_then_recovery(const char *card, const char *fault, const char *nth, LONG want)
+{
+	poll_ms = 600000; /* no presence polls among the exchanges the fault counts */
+	with_phoenix("cts", (const char *const[]){ "--card", card, fault, nth, NULL });
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	LONG rv = reads_until_failure(h, proto, 8);
+	assert_rv(rv, want);
+	if (rv != SCARD_S_SUCCESS)
+		assert_rv(SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
+		                         SCARD_RESET_CARD, &proto),
+		          SCARD_S_SUCCESS);
+	check_read(h, proto, 4);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(phoenix, bad_echo_is_a_line_fault)
+{
+	fault_then_recovery("t0", "--bad-echo", "12", SCARD_F_COMM_ERROR);
+}
+
+Test(phoenix, t1_bad_edc_recovered_by_the_block_protocol)
+{
+	fault_then_recovery("t1", "--bad-edc", "3", SCARD_S_SUCCESS);
+}
+
+Test(phoenix, t0_garbage_answer_is_a_comm_error)
+{
+	fault_then_recovery("t0", "--garbage", "3", SCARD_F_COMM_ERROR);
+}
+
+Test(phoenix, silent_card_fails_in_bounded_time)
+{
+	poll_ms = 600000;
+	with_phoenix("cts", (const char *const[]){ "--card", "t1", "--silent-after", "4", NULL });
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	long t0 = bt_now_ms();
+	LONG rv = reads_until_failure(h, proto, 8);
+	cr_assert(rv != SCARD_S_SUCCESS, "a silent card answered");
+	cr_assert_lt(bt_now_ms() - t0, 20000, "bounded");
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }

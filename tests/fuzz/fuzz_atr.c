@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* libFuzzer target: the ATR parser, the protocol choice and the decoder get arbitrary
+/* libFuzzer target: the ATR parser, the length of an ATR read byte by byte, the protocol
+ * choice and the decoder get arbitrary
  * bytes, as from a broken card or a hostile backend. They must return a code, never
  * read past the buffer, and keep their invariants. */
 #include "calais-internal.h"
@@ -18,6 +19,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (!a.reason || !a.reason[0]) {
 		__builtin_trap(); /* every rejection says why */
 	}
+	/* Reading an ATR byte by byte (direct UART readers) must agree with the parser. */
+	size_t want = 2;
+	for (size_t k = 1; k <= size && k <= MAX_ATR_SIZE + 1; k++) {
+		want = calais__atr_expected(data, k);
+		if (want <= k)
+			break;
+	}
+	if (rv == SCARD_S_SUCCESS && data[0] == 0x3B && want != size &&
+	    !(a.unexpected_tck && want + 1 == size))
+		__builtin_trap();
 	struct calais__atr_info ai;
 	if (calais__atr_protocols(data, size, &ai) == SCARD_S_SUCCESS &&
 	    (!ai.protocols || !(ai.protocols & ai.default_proto)))

@@ -23,7 +23,9 @@ extern "C" {
  *
  * Windows (_WIN32): not a pcsc-lite platform. We give the same names with the
  * non-Apple definitions; long is 32 bits on Windows, so DWORD and LONG come out the
- * width winscard.dll uses, but nothing here is meant to mix with <windows.h>.
+ * width winscard.dll uses. BOOL is an int there, as <windows.h> has it: the library
+ * includes <windows.h> (WIN32_LEAN_AND_MEAN, so never its <winscard.h>) after this
+ * file, and C11 accepts a typedef repeated with the same type.
  */
 
 #if defined(__APPLE__)
@@ -55,7 +57,11 @@ typedef unsigned char BYTE;
 typedef unsigned char UCHAR;
 typedef unsigned short USHORT;
 typedef unsigned short WORD;
+#if defined(_WIN32)
+typedef int BOOL;
+#else
 typedef short BOOL;
+#endif
 typedef unsigned long DWORD;
 typedef long LONG;
 
