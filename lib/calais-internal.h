@@ -255,6 +255,7 @@ enum calais__card {
  */
 struct calais_reader {
 	struct calais_reader *next;      /* published list; mgr.lock */
+	struct calais_reader *name_next; /* mgr.reader_hash chain; mgr.lock */
 	struct calais_reader *dead_next; /* removed, waiting for close(); mgr.lock */
 	calais_backend_instance *bi;
 	unsigned refs; /* mgr.lock: the list, each handle, each call in progress */
@@ -348,6 +349,9 @@ struct calais__manager {
 	calais_backend_instance *backends; /* start_lock */
 
 	struct calais_reader *readers; /* published, not removed */
+	/* The same readers by name, for calais__reader_find(): SCardGetStatusChange() looks
+	 * up every entry at every wake-up, which a list walk made O(readers²). */
+	struct calais_reader *reader_hash[CALAIS__HASH_SIZE];
 	unsigned n_readers;
 	struct calais_reader *dead_readers; /* removed, close() pending */
 	uint16_t pnp_counter;

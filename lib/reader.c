@@ -102,19 +102,42 @@ void calais__reader_unref(struct calais_reader *r)
 		reader_free(r);
 }
 
+/* FNV-1a of a reader name: its mgr.reader_hash bucket. */
+static unsigned name_bucket(const char *name)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h & (CALAIS__HASH_SIZE - 1);
+}
+
 struct calais_reader *calais__reader_find(const char *name)
 {
-	for (struct calais_reader *r = M->readers; r; r = r->next)
+	for (struct calais_reader *r = M->reader_hash[name_bucket(name)]; r; r = r->name_next)
 		if (strcmp(r->name, name) == 0)
 			return r;
 	return NULL;
 }
 
-/* pcsc-lite's scheme: XX is the first index free among readers with the same base name
- * for this slot number, so every slot of one device shares its XX. */
-static unsigned pick_index(const struct calais_reader *nr)
+/* Takes a published reader out of mgr.reader_hash. mgr.lock held. */
+static void name_unhash(struct calais_reader *r)
 {
-	for (unsigned idx = 0;; idx++) {
+	for (struct calais_reader **pp = &M->reader_hash[name_bucket(r->name)]; *pp;
+	     pp = &(*pp)->name_next)
+		if (*pp == r) {
+			*pp = r->name_next;
+			break;
+		}
+	r->name_next = NULL;
+}
+
+/* pcsc-lite's scheme: XX is the first index free among readers with the same base name
+ * for this slot number, so every slot of one device shares its XX. XX has two hex
+ * digits, so a base name and slot number have 256 readers at most: -1 when all are
+ * taken (pcsc-lite never gets there, with 16 readers in all). */
+static int pick_index(const struct calais_reader *nr)
+{
+	for (unsigned idx = 0; idx <= 0xFFu; idx++) {
 		bool taken = false;
 		for (struct calais_reader *r = M->readers; r && !taken; r = r->next)
 			taken = r->index == idx && r->slot == nr->slot && strcmp(r->base, nr->base) == 0;
@@ -122,8 +145,9 @@ static unsigned pick_index(const struct calais_reader *nr)
 		char name[MAX_READERNAME * 2 + 8];
 		snprintf(name, sizeof(name), "%s %02X %02X", nr->base, idx & 0xFFu, nr->slot & 0xFFu);
 		if (!taken && !calais__reader_find(name))
-			return idx;
+			return (int)idx;
 	}
+	return -1;
 }
 
 static void pnp_event(void)
@@ -151,7 +175,14 @@ LONG calais_reader_publish(calais_reader *r, bool card_present)
 	} else {
 		if (r->flags & CALAIS_READER_KEEP_NAME)
 			calais__warn("reader name \"%s\" taken; numbered anew", r->base);
-		r->index = pick_index(r);
+		int idx = pick_index(r);
+		if (idx < 0) {
+			calais__err("256 readers named \"%s\" already; one more is not added", r->base);
+			calais__mutex_unlock(&M->lock);
+			reader_free(r);
+			return SCARD_E_DUPLICATE_READER;
+		}
+		r->index = (unsigned)idx;
 		size_t len = strlen(r->base) + 7;
 		r->name = malloc(len);
 		if (r->name)
@@ -171,6 +202,9 @@ LONG calais_reader_publish(calais_reader *r, bool card_present)
 	while (*pp)
 		pp = &(*pp)->next;
 	*pp = r;
+	unsigned b = name_bucket(r->name);
+	r->name_next = M->reader_hash[b];
+	M->reader_hash[b] = r;
 	M->n_readers++;
 	if (r->flags & CALAIS_READER_POLL_PRESENCE) {
 		r->next_poll_ms = calais__now_ms() + M->cfg.poll_interval_ms;
@@ -330,6 +364,7 @@ void calais_reader_remove(calais_reader *r)
 			break;
 		}
 	r->next = NULL;
+	name_unhash(r);
 	M->n_readers--;
 	if (r->card != CALAIS__CARD_ABSENT)
 		bump_card_counter(r);
@@ -639,6 +674,7 @@ void calais__reader_close_all(void)
 		if (M->readers) {
 			r = M->readers;
 			M->readers = r->next;
+			name_unhash(r);
 			r->removed = true;
 		} else {
 			r = M->dead_readers;

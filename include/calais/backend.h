@@ -307,7 +307,8 @@ CALAIS_API void calais_reader_discard(calais_reader *r);
  * `\\?PnP?\Notification` waiters are woken.
  * @param card_present whether a card is in the slot now (the core powers it up to
  *  read its ATR, then reports it).
- * @returns SCARD_S_SUCCESS, or SCARD_E_NO_MEMORY (the reader was discarded).
+ * @returns SCARD_S_SUCCESS; SCARD_E_NO_MEMORY; SCARD_E_DUPLICATE_READER (256 readers
+ *  with that base name and slot already); on error the reader was discarded.
  */
 CALAIS_API LONG calais_reader_publish(calais_reader *r, bool card_present);
 

@@ -95,6 +95,22 @@ Test(readers, identical_names_get_distinct_indexes)
 	cr_assert_str_eq(c, "Same 00 00");
 }
 
+Test(readers, same_name_runs_out_of_indexes_with_an_error)
+{
+	/* XX has two hex digits: the 257th reader of one base name and slot is refused
+	 * (it once looped forever, holding the manager lock). */
+	for (int i = 0; i < 256; i++)
+		t_add_reader("Twin", NULL);
+	calais_sim_reader *r = NULL;
+	assert_rv(calais_sim_reader_add("Twin", &r), SCARD_E_DUPLICATE_READER);
+	cr_assert_null(r);
+	char other[MAX_READERNAME];
+	t_add_reader("Other", other);
+	cr_assert_str_eq(other, "Other 00 00", "the manager still works");
+	DWORD len = 0;
+	assert_rv(SCardListReaders(t_ctx, NULL, NULL, &len), SCARD_S_SUCCESS);
+}
+
 Test(readers, long_and_hostile_names_are_bounded)
 {
 	char longname[400], name[MAX_READERNAME];
