@@ -310,33 +310,41 @@ Test(serial, bad_declarations)
 	assert_rv(SCardListReaders(ctx, NULL, buf, &len), SCARD_E_NO_READERS_AVAILABLE);
 }
 
+/* Simulator `exe` behind the symlink `link` (args hold "--link", link), declared as
+ * "<link>:<proto>": in use, the adapter is pulled (the pty goes away), then plugged back
+ * at the same path. */
+static void unplugged_in_use_then_back(const char *exe, const char *const *args,
+                                       const char *link, const char *proto)
+{
+	sim_start_exe(exe, args);
+	char decl[200];
+	snprintf(decl, sizeof(decl), "%s:%s", link, proto);
+	start_calais(decl);
+	first_reader();
+	DWORD proto_used;
+	SCARDHANDLE h = connect_card(&proto_used);
+	check_read(h, proto_used, 8);
+	sim_stop();
+	LONG rv = reads_until_failure(h, proto_used, 1);
+	cr_assert(rv == SCARD_E_READER_UNAVAILABLE || rv == SCARD_W_REMOVED_CARD,
+	          "in use when pulled: 0x%lX", (unsigned long)rv);
+	cr_assert(wait_state(SCARD_STATE_UNAVAILABLE, 5000), "listed, unavailable");
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+	sim_start_exe(exe, args);
+	h = connect_card(&proto_used);
+	check_read(h, proto_used, 8);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+	unlink(link);
+}
+
 Test(serial, adapter_unplugged_in_use_then_back)
 {
 	char link[128];
 	snprintf(link, sizeof(link), "/tmp/calais-serial-unplug-%d", (int)getpid());
 	unlink(link);
-	sim_start((const char *const[]){ "--card", "t1", "--link", link, NULL });
-	char decl[200];
-	snprintf(decl, sizeof(decl), "%s:gemtwin", link);
-	start_calais(decl);
-	first_reader();
-	DWORD proto;
-	SCARDHANDLE h = connect_card(&proto);
-	check_read(h, proto, 8);
-	sim_stop(); /* the adapter is pulled: the pty goes away */
-	uint8_t resp[300];
-	DWORD got;
-	LONG rv = read_binary(h, proto, 8, &got, resp);
-	cr_assert(rv == SCARD_E_READER_UNAVAILABLE || rv == SCARD_W_REMOVED_CARD,
-	          "in use when pulled: 0x%lX", (unsigned long)rv);
-	cr_assert(wait_state(SCARD_STATE_UNAVAILABLE, 5000), "listed, unavailable");
-	SCardDisconnect(h, SCARD_LEAVE_CARD);
-	/* Plugged back (same device path): found again and usable. */
-	sim_start((const char *const[]){ "--card", "t1", "--link", link, NULL });
-	h = connect_card(&proto);
-	check_read(h, proto, 8);
-	SCardDisconnect(h, SCARD_LEAVE_CARD);
-	unlink(link);
+	unplugged_in_use_then_back(GEMTWIN_SIM,
+	                           (const char *const[]){ "--card", "t1", "--link", link, NULL },
+	                           link, "gemtwin");
 }
 
 /* ---- Phoenix / Smartmouse ------------------------------------------------------------- */
@@ -359,8 +367,8 @@ static LONG detect_from_file(const char *path, bool *line_high)
 	return SCARD_S_SUCCESS;
 }
 
-/* phoenix-sim with args, declared as "<pty>:phoenix[:opts]". */
-static void with_phoenix(const char *opts, const char *const *args)
+/* phoenix-sim with args, declared as "<pty>:<proto>[:opts]". */
+static void with_direct_uart(const char *proto, const char *opts, const char *const *args)
 {
 	const char *argv[16];
 	size_t n = 0;
@@ -373,9 +381,14 @@ static void with_phoenix(const char *opts, const char *const *args)
 	sim_start_exe(PHOENIX_SIM, argv);
 	calais__phoenix_detect_hook = detect_from_file;
 	char decl[300];
-	snprintf(decl, sizeof(decl), "%s:phoenix%s%s", pty, opts ? ":" : "", opts ? opts : "");
+	snprintf(decl, sizeof(decl), "%s:%s%s%s", pty, proto, opts ? ":" : "", opts ? opts : "");
 	start_calais(decl);
 	first_reader();
+}
+
+static void with_phoenix(const char *opts, const char *const *args)
+{
+	with_direct_uart("phoenix", opts, args);
 }
 
 static void phoenix_fini(void)
@@ -596,4 +609,30 @@ Test(phoenix, silent_card_fails_in_bounded_time)
 	cr_assert(rv != SCARD_S_SUCCESS, "a silent card answered");
 	cr_assert_lt(bt_now_ms() - t0, 20000, "bounded");
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(phoenix, smartmouse_t0_one_byte_at_a_time)
+{
+	/* The card asks for incoming data one byte at a time (procedure byte ~INS). */
+	with_direct_uart("smartmouse", "cts+khz=3571", (const char *const[]){
+		"--card", "t0", "--convention", "inverse", "--procedure-single", NULL });
+	cr_assert_neq(strstr(name, "Smartmouse ["), NULL, "%s", name);
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	check_echo(h, proto, 40);
+	check_read(h, proto, 40);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+Test(phoenix, adapter_unplugged_in_use_then_back)
+{
+	char link[128];
+	snprintf(link, sizeof(link), "/tmp/calais-phoenix-unplug-%d", (int)getpid());
+	unlink(link);
+	snprintf(state_file, sizeof(state_file), "/tmp/calais-phoenix-%d.state", (int)getpid());
+	calais__phoenix_detect_hook = detect_from_file;
+	unplugged_in_use_then_back(PHOENIX_SIM,
+	                           (const char *const[]){ "--card", "t1", "--link", link,
+	                                                  "--state-file", state_file, NULL },
+	                           link, "phoenix:cts");
 }

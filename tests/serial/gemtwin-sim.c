@@ -43,7 +43,7 @@
  * Signals: SIGUSR1 card removed, SIGUSR2 card inserted, SIGTERM/SIGINT/SIGHUP exit 0.
  *
  * The cards (same small application for both; the card model, shared with
- * phoenix-sim, is simcard.c):
+ * phoenix-sim, is simcard.c, as is the plumbing, simio.c):
  *   SELECT      00 A4 p1 p2 Lc data [Le]  -> FCI 6F L 84 Lc data, 90 00
  *                                            (T=0: 61 xx, then GET RESPONSE 00 C0 00 00 xx)
  *   READ BINARY 00 B0 hi lo Le            -> Le bytes, byte i = (offset + i) & 0xFF, 90 00
@@ -59,26 +59,15 @@
 #if !defined(_GNU_SOURCE) && !defined(_XOPEN_SOURCE)
 #define _XOPEN_SOURCE 700
 #endif
-#include <errno.h>
-#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <termios.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "simcard.h"
-
-#if defined(__GNUC__) || defined(__clang__)
-#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
-#else
-#define PRINTF_LIKE(f, a)
-#endif
+#include "simio.h"
 
 #define SYNC 0x03
 #define CTRL_ACK 0x06
@@ -113,36 +102,25 @@
 #define CMD_FAILED 0x40
 #define CMD_TIME_EXT 0x80
 
-enum card_type { CARD_T0, CARD_T1 };
+/* --card, --absent, --atr, --link, --t1-max-inf (simio.c) */
+static struct sim_opts common;
 
 static struct {
-    enum card_type card;
-    int absent;
-    uint8_t atr[33];
-    size_t atr_len;
-    const char *link;
     const char *firmware;
     int async_notify;
     long nak_nth, bad_lrc_nth, garbage_nth, time_ext_nth, silent_after;
     int no_echo;
     long delay_ms, frame_timeout_ms;
-    int t1_max_inf;
-    int verbose;
 } opt = {
-    .card = CARD_T1,
     .firmware = "GemTwin V2.31-Calais-sim",
     .frame_timeout_ms = 500,
-    .t1_max_inf = 254,
 };
 
 static const uint8_t ATR_T0[] = { 0x3B, 0x02, 0x14, 0x50 };
 /* T=1 only: TD1 -> TD2 (T=1) -> TA3 = IFSC 32, TB3 = BWI 4 / CWI 5; TCK */
 static const uint8_t ATR_T1[] = { 0x3B, 0x80, 0x81, 0x31, 0x20, 0x45, 0x55 };
 
-static int mfd = -1, sfd = -1;
-static int sigpipe_fd[2] = { -1, -1 };
-static char slave_name[128];
-static struct timespec t_start;
+static struct sim_pty pty;
 
 /* reader state */
 static int notify_on;               /* 1 after Escape 01 01 01 (or --async-notify) */
@@ -161,108 +139,12 @@ static struct simcard card;
 
 /* ------------------------------------------------------------------------ */
 
-static double elapsed(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t_start.tv_sec) + (double)(t.tv_nsec - t_start.tv_nsec) / 1e9;
-}
-
-static void vlogf_(const char *fmt, va_list ap) PRINTF_LIKE(1, 0);
-static void vlogf_(const char *fmt, va_list ap)
-{
-    if (!opt.verbose)
-        return;
-    fprintf(stderr, "gemtwin-sim [%8.3f] ", elapsed());
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-}
-
-static void logf_(const char *fmt, ...) PRINTF_LIKE(1, 2);
-static void logf_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlogf_(fmt, ap);
-    va_end(ap);
-}
-
-/* the card model's log (simcard.c) */
-void simcard_log(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlogf_(fmt, ap);
-    va_end(ap);
-}
-
-static void loghex(const char *what, const uint8_t *p, size_t n)
-{
-    size_t i;
-    if (!opt.verbose)
-        return;
-    fprintf(stderr, "gemtwin-sim [%8.3f] %s (%zu):", elapsed(), what, n);
-    for (i = 0; i < n; i++)
-        fprintf(stderr, " %02X", p[i]);
-    fputc('\n', stderr);
-}
-
-static _Noreturn void die(const char *fmt, ...) PRINTF_LIKE(1, 2);
-static _Noreturn void die(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "gemtwin-sim: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    if (opt.link)
-        unlink(opt.link);
-    exit(1);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts;
-    if (ms <= 0)
-        return;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (ms % 1000) * 1000000L;
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
-
 static uint32_t le32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /* ---------------------------------------------------------------- line I/O */
-
-/* Write everything, waiting at most 2 s for room (nobody may be reading). */
-static void put(const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(mfd, p, n);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            struct pollfd pf = { .fd = mfd, .events = POLLOUT };
-            if (poll(&pf, 1, 2000) <= 0) {
-                logf_("output stalled: %zu bytes dropped", n);
-                return;
-            }
-            continue;
-        }
-        logf_("write error: %s", strerror(errno));
-        return;
-    }
-}
 
 static void send_frame(const uint8_t *msg, size_t len, int corrupt, const char *what)
 {
@@ -275,16 +157,16 @@ static void send_frame(const uint8_t *msg, size_t len, int corrupt, const char *
     for (i = 0; i < len; i++)
         lrc ^= msg[i];
     f[2 + len] = corrupt ? (uint8_t)(lrc ^ 0x5A) : lrc;
-    loghex(what, f, len + 3);
-    put(f, len + 3);
+    sim_loghex(what, f, len + 3);
+    sim_put(&pty, f, len + 3);
 }
 
 static void send_nak(const char *why)
 {
     static const uint8_t nak[3] = { SYNC, CTRL_NAK, SYNC ^ CTRL_NAK };
-    logf_("reject: %s", why);
-    loghex("sim<  NAK", nak, 3);
-    put(nak, 3);
+    sim_logf("reject: %s", why);
+    sim_loghex("sim<  NAK", nak, 3);
+    sim_put(&pty, nak, 3);
 }
 
 static void flush_notifications(void)
@@ -292,8 +174,8 @@ static void flush_notifications(void)
     int i;
     for (i = 0; i < notify_n; i++) {
         uint8_t n[2] = { 0x50, notify_q[i] };
-        loghex(notify_q[i] == 0x02 ? "sim<  notify card removed" : "sim<  notify card inserted", n, 2);
-        put(n, 2);
+        sim_loghex(notify_q[i] == 0x02 ? "sim<  notify card removed" : "sim<  notify card inserted", n, 2);
+        sim_put(&pty, n, 2);
     }
     notify_n = 0;
 }
@@ -304,12 +186,12 @@ static void send_answer(uint8_t *msg, size_t len)
     static const uint8_t garbage[] = "GARBAGE";
     answers++;
     if (opt.delay_ms > 0)
-        sleep_ms(opt.delay_ms);
+        sim_sleep_ms(opt.delay_ms);
     if (pre_time_request) {
         uint8_t b = 0x80;
         pre_time_request = 0;
-        loghex("sim<  T=0 time request", &b, 1);
-        put(&b, 1);
+        sim_loghex("sim<  T=0 time request", &b, 1);
+        sim_put(&pty, &b, 1);
     }
     if (opt.time_ext_nth == answers) {
         uint8_t te[10];
@@ -321,8 +203,8 @@ static void send_answer(uint8_t *msg, size_t len)
         send_frame(te, 10, 0, "sim<  time extension (fault)");
     }
     if (opt.garbage_nth == answers) {
-        loghex("sim<  garbage (fault)", garbage, sizeof garbage - 1);
-        put(garbage, sizeof garbage - 1);
+        sim_loghex("sim<  garbage (fault)", garbage, sizeof garbage - 1);
+        sim_put(&pty, garbage, sizeof garbage - 1);
     }
     send_frame(msg, len, opt.bad_lrc_nth == answers,
                opt.bad_lrc_nth == answers ? "sim<  answer (bad LRC: fault)" : "sim<  answer");
@@ -384,7 +266,7 @@ static const char *cmd_name(uint8_t t)
 
 static void default_params(void)
 {
-    if (opt.card == CARD_T1) {
+    if (common.card == SIM_CARD_T1) {
         /* Fi/Di 1/1, LRC, no extra guard time, BWI/CWI from TB3, IFSC 32 */
         static const uint8_t p1[7] = { 0x11, 0x10, 0x00, 0x45, 0x00, 0x20, 0x00 };
         memcpy(params, p1, 7);
@@ -405,7 +287,7 @@ static void handle_command(const uint8_t *c, size_t n)
     const uint8_t *d = c + 10;
     int st = icc_status();
 
-    logf_("cmd %s (0x%02X) slot %u seq %u, %zu data bytes", cmd_name(c[0]), c[0], c[5], c[6], dlen);
+    sim_logf("cmd %s (0x%02X) slot %u seq %u, %zu data bytes", cmd_name(c[0]), c[0], c[5], c[6], dlen);
 
     if (c[5] != 0 && c[0] != PC_Escape) {
         uint8_t type = c[0] == PC_XfrBlock || c[0] == PC_IccPowerOn || c[0] == PC_Secure ? RDR_DataBlock
@@ -426,9 +308,9 @@ static void handle_command(const uint8_t *c, size_t n)
         card_reset_state();
         pps_allowed = 1;
         default_params();
-        memcpy(a + 10, opt.atr, opt.atr_len);
-        len = hdr(a, RDR_DataBlock, c, opt.atr_len, ICC_ACTIVE, 0, 0);
-        logf_("card powered on (bPowerSelect %u)", c[7]);
+        memcpy(a + 10, common.atr, common.atr_len);
+        len = hdr(a, RDR_DataBlock, c, common.atr_len, ICC_ACTIVE, 0, 0);
+        sim_logf("card powered on (bPowerSelect %u)", c[7]);
         break;
     case PC_IccPowerOff:
         powered = 0;
@@ -471,7 +353,7 @@ static void handle_command(const uint8_t *c, size_t n)
             len = hdr(a, RDR_Escape, c, fl, (uint8_t)st, 0, 0);
         } else if (dlen == 3 && d[0] == 0x01 && d[1] == 0x01) {
             notify_on = d[2] != 0 || opt.async_notify;
-            logf_("card movement notifications %s", notify_on ? "on" : "off");
+            sim_logf("card movement notifications %s", notify_on ? "on" : "off");
             len = hdr(a, RDR_Escape, c, 0, (uint8_t)st, 0, 0);
         } else {
             /* e.g. 6A (Gemalto firmware features): a GemPC Twin does not know it */
@@ -500,17 +382,17 @@ static void handle_command(const uint8_t *c, size_t n)
                 x ^= d[i];
             pps_allowed = 0;
             if (dlen < 3 || dlen > 6 || x) {
-                logf_("card: bad PPS request, card mute");
+                sim_logf("card: bad PPS request, card mute");
                 len = hdr(a, RDR_DataBlock, c, 0, CMD_FAILED | ICC_ACTIVE, 0xFE, 0);
                 break;
             }
-            logf_("card: PPS accepted (PPS0 %02X)", d[1]);
+            sim_logf("card: PPS accepted (PPS0 %02X)", d[1]);
             memcpy(a + 10, d, dlen);
             len = hdr(a, RDR_DataBlock, c, dlen, ICC_ACTIVE, 0, 0);
             break;
         }
         pps_allowed = 0;
-        if (opt.card == CARD_T1) {
+        if (common.card == SIM_CARD_T1) {
             rl = simcard_t1_block(&card, d, dlen, r);
         } else {
             int wait;
@@ -540,7 +422,7 @@ static void handle_command(const uint8_t *c, size_t n)
         len = hdr(a, RDR_SlotStatus, c, 0, (uint8_t)(CMD_FAILED | st), 0x00, 0);
         break;
     }
-    logf_("ans type 0x%02X bStatus 0x%02X bError 0x%02X, %zu data bytes", a[0], a[7], a[8], len - 10);
+    sim_logf("ans type 0x%02X bStatus 0x%02X bError 0x%02X, %zu data bytes", a[0], a[7], a[8], len - 10);
     send_answer(a, len);
 }
 
@@ -548,9 +430,9 @@ static void handle_command(const uint8_t *c, size_t n)
 static void handle_frame(const uint8_t *f, size_t n)
 {
     host_frames++;
-    loghex("host> frame", f, n);
+    sim_loghex("host> frame", f, n);
     if (silent) {
-        logf_("silent: frame ignored");
+        sim_logf("silent: frame ignored");
         return;
     }
     if (opt.nak_nth == host_frames) {
@@ -558,8 +440,8 @@ static void handle_frame(const uint8_t *f, size_t n)
         return;
     }
     if (!opt.no_echo) {
-        loghex("sim<  echo", f, n);
-        put(f, n);
+        sim_loghex("sim<  echo", f, n);
+        sim_put(&pty, f, n);
     }
     if (notify_on)
         flush_notifications();
@@ -567,7 +449,7 @@ static void handle_frame(const uint8_t *f, size_t n)
     commands++;
     if (opt.silent_after > 0 && commands >= opt.silent_after) {
         silent = 1;
-        logf_("silent from now on (--silent-after %ld)", opt.silent_after);
+        sim_logf("silent from now on (--silent-after %ld)", opt.silent_after);
     }
 }
 
@@ -592,7 +474,7 @@ static int rx_parse(void)
         while (skip < rx_len && rx[skip] != SYNC)
             skip++;
         if (skip) {
-            loghex("host> junk", rx, skip);
+            sim_loghex("host> junk", rx, skip);
             junk = 1;
             rx_drop(skip);
         }
@@ -601,7 +483,7 @@ static int rx_parse(void)
         if (rx_len < 2)
             return 1;
         if (rx[1] != CTRL_ACK) {
-            loghex("host> bad CTRL", rx, 2);
+            sim_loghex("host> bad CTRL", rx, 2);
             junk = 1;
             rx_drop(1);
             continue;
@@ -610,7 +492,7 @@ static int rx_parse(void)
             return 1;
         msg = 10 + (size_t)le32(rx + 3);
         if (le32(rx + 3) > MAX_MSG - 10) {
-            logf_("host> message length %lu exceeds %d", (unsigned long)msg, MAX_MSG);
+            sim_logf("host> message length %lu exceeds %d", (unsigned long)msg, MAX_MSG);
             junk = 1;
             rx_drop(1);
             continue;
@@ -620,7 +502,7 @@ static int rx_parse(void)
         for (i = 0; i < msg + 3; i++)
             lrc ^= rx[i];
         if (lrc != 0) {
-            loghex("host> frame with bad LRC", rx, msg + 3);
+            sim_loghex("host> frame with bad LRC", rx, msg + 3);
             junk = 0;
             if (!silent)
                 send_nak("bad LRC");
@@ -639,35 +521,25 @@ static int rx_parse(void)
 
 /* ---------------------------------------------------------------- events */
 
-static void on_signal(int sig)
-{
-    int saved = errno;
-    char c = sig == SIGUSR1 ? 'R' : sig == SIGUSR2 ? 'I' : 'T';
-    if (write(sigpipe_fd[1], &c, 1) < 0) {
-        /* nothing sensible to do in a signal handler */
-    }
-    errno = saved;
-}
-
 static void card_event(int insert)
 {
     if (insert) {
         if (present) {
-            logf_("SIGUSR2: card already present");
+            sim_logf("SIGUSR2: card already present");
             return;
         }
         present = 1;
         powered = 0;
     } else {
         if (!present) {
-            logf_("SIGUSR1: no card to remove");
+            sim_logf("SIGUSR1: no card to remove");
             return;
         }
         present = 0;
         powered = 0;
     }
     card_reset_state();
-    logf_("card %s", insert ? "inserted" : "removed");
+    sim_logf("card %s", insert ? "inserted" : "removed");
     if (notify_on && notify_n < (int)sizeof notify_q) {
         notify_q[notify_n++] = insert ? 0x03 : 0x02;
         if (opt.async_notify && !silent)
@@ -676,18 +548,6 @@ static void card_event(int insert)
 }
 
 /* ------------------------------------------------------------------ setup */
-
-static long num_arg(int argc, char **argv, int *i)
-{
-    char *end;
-    long v;
-    if (*i + 1 >= argc)
-        die("%s needs a number", argv[*i]);
-    v = strtol(argv[++*i], &end, 10);
-    if (*end || v < 0)
-        die("%s: bad number '%s'", argv[*i - 1], argv[*i]);
-    return v;
-}
 
 static _Noreturn void usage(void)
 {
@@ -700,191 +560,72 @@ static _Noreturn void usage(void)
     exit(2);
 }
 
-static int hexval(char c)
+/* The options of gemtwin-sim alone (simio.c parses the common ones); 0: not one. */
+static int option(int argc, char **argv, int *i)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static void parse_atr(const char *s)
-{
-    size_t n = 0;
-    while (*s) {
-        int hi, lo;
-        if (*s == ' ' || *s == ':') {
-            s++;
-            continue;
-        }
-        hi = hexval(s[0]);
-        lo = s[1] ? hexval(s[1]) : -1;
-        if (n >= sizeof opt.atr || hi < 0 || lo < 0)
-            die("bad --atr");
-        opt.atr[n++] = (uint8_t)(hi << 4 | lo);
-        s += 2;
-    }
-    if (n < 2)
-        die("bad --atr");
-    opt.atr_len = n;
-}
-
-static void set_raw(int fd)
-{
-    struct termios t;
-    if (tcgetattr(fd, &t) < 0)
-        die("tcgetattr: %s", strerror(errno));
-    t.c_iflag = IGNBRK | IGNPAR;
-    t.c_oflag = 0;
-    t.c_lflag = 0;
-    t.c_cflag = CS8 | CSTOPB | CREAD | CLOCAL;
-    t.c_cc[VMIN] = 1;
-    t.c_cc[VTIME] = 0;
-    cfsetispeed(&t, B115200);
-    cfsetospeed(&t, B115200);
-    if (tcsetattr(fd, TCSANOW, &t) < 0)
-        die("tcsetattr: %s", strerror(errno));
+    const char *a = argv[*i];
+    if (!strcmp(a, "--firmware")) {
+        if (++*i >= argc)
+            usage();
+        opt.firmware = argv[*i];
+        if (strlen(opt.firmware) > 40)
+            sim_die("--firmware: at most 40 characters (libccid reads up to 49)");
+    } else if (!strcmp(a, "--async-notify"))
+        opt.async_notify = 1;
+    else if (!strcmp(a, "--nak-first"))
+        opt.nak_nth = 1;
+    else if (!strcmp(a, "--nak"))
+        opt.nak_nth = sim_num_arg(argc, argv, i, LONG_MAX);
+    else if (!strcmp(a, "--no-echo"))
+        opt.no_echo = 1;
+    else if (!strcmp(a, "--bad-lrc"))
+        opt.bad_lrc_nth = sim_num_arg(argc, argv, i, LONG_MAX);
+    else if (!strcmp(a, "--garbage"))
+        opt.garbage_nth = sim_num_arg(argc, argv, i, LONG_MAX);
+    else if (!strcmp(a, "--time-ext"))
+        opt.time_ext_nth = sim_num_arg(argc, argv, i, LONG_MAX);
+    else if (!strcmp(a, "--silent-after"))
+        opt.silent_after = sim_num_arg(argc, argv, i, LONG_MAX);
+    else if (!strcmp(a, "--delay"))
+        opt.delay_ms = sim_num_arg(argc, argv, i, LONG_MAX);
+    else if (!strcmp(a, "--frame-timeout"))
+        opt.frame_timeout_ms = sim_num_arg(argc, argv, i, LONG_MAX);
+    else
+        return 0;
+    return 1;
 }
 
 int main(int argc, char **argv)
 {
-    int i, card_none = 0;
-    struct sigaction sa;
-    const char *sn;
-
-    clock_gettime(CLOCK_MONOTONIC, &t_start);
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--card")) {
-            if (++i >= argc)
-                usage();
-            if (!strcmp(argv[i], "t0"))
-                opt.card = CARD_T0;
-            else if (!strcmp(argv[i], "t1"))
-                opt.card = CARD_T1;
-            else if (!strcmp(argv[i], "none"))
-                card_none = 1;
-            else
-                die("--card: t0, t1 or none");
-        } else if (!strcmp(a, "--absent"))
-            opt.absent = 1;
-        else if (!strcmp(a, "--atr")) {
-            if (++i >= argc)
-                usage();
-            parse_atr(argv[i]);
-        } else if (!strcmp(a, "--link")) {
-            if (++i >= argc)
-                usage();
-            opt.link = argv[i];
-        } else if (!strcmp(a, "--firmware")) {
-            if (++i >= argc)
-                usage();
-            opt.firmware = argv[i];
-            if (strlen(opt.firmware) > 40)
-                die("--firmware: at most 40 characters (libccid reads up to 49)");
-        } else if (!strcmp(a, "--async-notify"))
-            opt.async_notify = 1;
-        else if (!strcmp(a, "--nak-first"))
-            opt.nak_nth = 1;
-        else if (!strcmp(a, "--nak"))
-            opt.nak_nth = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--no-echo"))
-            opt.no_echo = 1;
-        else if (!strcmp(a, "--bad-lrc"))
-            opt.bad_lrc_nth = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--garbage"))
-            opt.garbage_nth = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--time-ext"))
-            opt.time_ext_nth = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--silent-after"))
-            opt.silent_after = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--delay"))
-            opt.delay_ms = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--frame-timeout"))
-            opt.frame_timeout_ms = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--t1-max-inf")) {
-            opt.t1_max_inf = (int)num_arg(argc, argv, &i);
-            if (opt.t1_max_inf < 1 || opt.t1_max_inf > 254)
-                die("--t1-max-inf: 1..254");
-        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
-            opt.verbose = 1;
-        else
-            usage();
+    sim_init("gemtwin-sim");
+    sim_parse_args(argc, argv, &common, option, usage);
+    if (!common.atr_len) {
+        const uint8_t *atr = common.card == SIM_CARD_T0 ? ATR_T0 : ATR_T1;
+        common.atr_len = common.card == SIM_CARD_T0 ? sizeof ATR_T0 : sizeof ATR_T1;
+        memcpy(common.atr, atr, common.atr_len);
     }
-    if (!opt.atr_len) {
-        const uint8_t *atr = opt.card == CARD_T0 ? ATR_T0 : ATR_T1;
-        opt.atr_len = opt.card == CARD_T0 ? sizeof ATR_T0 : sizeof ATR_T1;
-        memcpy(opt.atr, atr, opt.atr_len);
-    }
-    present = !(opt.absent || card_none);
+    present = !(common.absent || common.card_none);
     notify_on = opt.async_notify;
     simcard_init(&card);
-    card.t1_max_inf = opt.t1_max_inf;
+    card.t1_max_inf = common.t1_max_inf;
     card_reset_state();
     default_params();
 
-    if (pipe(sigpipe_fd) < 0)
-        die("pipe: %s", strerror(errno));
-    fcntl(sigpipe_fd[0], F_SETFL, O_NONBLOCK);
-    fcntl(sigpipe_fd[1], F_SETFL, O_NONBLOCK);
-    fcntl(sigpipe_fd[0], F_SETFD, FD_CLOEXEC);
-    fcntl(sigpipe_fd[1], F_SETFD, FD_CLOEXEC);
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGUSR2, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    mfd = posix_openpt(O_RDWR | O_NOCTTY);
-    if (mfd < 0)
-        die("posix_openpt: %s", strerror(errno));
-    if (grantpt(mfd) < 0 || unlockpt(mfd) < 0)
-        die("grantpt/unlockpt: %s", strerror(errno));
-    sn = ptsname(mfd);
-    if (!sn || strlen(sn) >= sizeof slave_name)
-        die("ptsname failed");
-    strcpy(slave_name, sn);
-    /* Keep a slave descriptor: the master never sees a hang-up between host
-     * opens, and the slave's line settings (raw: no echo by the tty layer!)
-     * stay as set here until the host sets its own. */
-    sfd = open(slave_name, O_RDWR | O_NOCTTY);
-    if (sfd < 0)
-        die("open %s: %s", slave_name, strerror(errno));
-    set_raw(sfd);
-    set_raw(mfd);
-    fcntl(mfd, F_SETFL, O_NONBLOCK);
-    fcntl(mfd, F_SETFD, FD_CLOEXEC);
-    fcntl(sfd, F_SETFD, FD_CLOEXEC);
-    if (opt.link) {
-        unlink(opt.link);
-        if (symlink(slave_name, opt.link) < 0)
-            die("symlink %s: %s", opt.link, strerror(errno));
-    }
-    printf("PTY %s\n", slave_name);
-    fflush(stdout);
-    logf_("reader ready on %s: card %s%s, ATR of %zu bytes", slave_name,
-          opt.card == CARD_T0 ? "T=0" : "T=1", present ? "" : " (absent)", opt.atr_len);
+    sim_signals_init();
+    sim_pty_open(&pty, IGNBRK | IGNPAR, 2);
+    sim_set_raw(pty.mfd, IGNBRK | IGNPAR, 2);
+    sim_pty_ready(&pty, common.link);
+    sim_logf("reader ready on %s: card %s%s, ATR of %zu bytes", pty.slave,
+             common.card == SIM_CARD_T0 ? "T=0" : "T=1", present ? "" : " (absent)",
+             common.atr_len);
 
     for (;;) {
-        struct pollfd pf[2] = { { .fd = mfd, .events = POLLIN }, { .fd = sigpipe_fd[0], .events = POLLIN } };
         int partial = rx_len > 0;
         int timeout = partial ? (int)opt.frame_timeout_ms : junk ? 50 : -1;
-        int r = poll(pf, 2, timeout);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            die("poll: %s", strerror(errno));
-        }
-        if (r == 0) {
+        short ev;
+        if (sim_wait(&pty, timeout, card_event, &ev) == 0) {
             if (partial) {
-                loghex("host> incomplete frame", rx, rx_len);
+                sim_loghex("host> incomplete frame", rx, rx_len);
                 rx_len = 0;
             }
             junk = 0;
@@ -892,33 +633,14 @@ int main(int argc, char **argv)
                 send_nak(partial ? "incomplete frame (timeout)" : "garbage");
             continue;
         }
-        if (pf[1].revents & POLLIN) {
-            char ev[16];
-            ssize_t k = read(sigpipe_fd[0], ev, sizeof ev);
-            ssize_t j;
-            for (j = 0; j < k; j++) {
-                if (ev[j] == 'T') {
-                    logf_("terminating");
-                    if (opt.link)
-                        unlink(opt.link);
-                    return 0;
-                }
-                card_event(ev[j] == 'I');
-            }
-        }
-        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-            ssize_t k = read(mfd, rx + rx_len, sizeof rx - rx_len);
-            if (k < 0 && (errno == EAGAIN || errno == EINTR))
+        if (ev & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t k = sim_pty_read(&pty, rx + rx_len, sizeof rx - rx_len);
+            if (k <= 0)
                 continue;
-            if (k <= 0) {
-                /* EIO: no slave open (cannot happen while we hold one) */
-                sleep_ms(50);
-                continue;
-            }
             rx_len += (size_t)k;
             rx_parse();
             if (rx_len == sizeof rx) {
-                logf_("receive buffer full, dropped");
+                sim_logf("receive buffer full, dropped");
                 rx_len = 0;
                 junk = 1;
             }

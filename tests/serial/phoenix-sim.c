@@ -81,6 +81,7 @@
  * S(RESYNCH), S(ABORT), S(WTX) for WAIT; a bad EDC is answered with R(N(R)) with the
  * EDC error bit; an incomplete block is dropped after 2 s.
  * The application (simcard.c): SELECT, READ BINARY, GET CHALLENGE, ECHO, WAIT.
+ * Log, options, pty and signals: simio.c, shared with gemtwin-sim.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -88,48 +89,33 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <termios.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "simcard.h"
-
-#if defined(__GNUC__) || defined(__clang__)
-#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
-#else
-#define PRINTF_LIKE(f, a)
-#endif
+#include "simio.h"
 
 #define ATR_DELAY_MS 5          /* reset -> TS */
 #define NULL_GAP_MS 50          /* between T=0 NULL bytes on WAIT */
 #define T1_PARTIAL_MS 2000      /* an incomplete T=1 block is dropped after this */
 #define Q_CAP 2048
 
-enum card_type { CARD_T0, CARD_T1 };
+/* --card, --absent, --atr, --link, --t1-max-inf (simio.c) */
+static struct sim_opts common;
 
 static struct {
-    enum card_type card;
-    int absent, card_none;
     int inverse, convention_set;
-    uint8_t atr[33];
-    size_t atr_len;
     double clock_hz;
-    const char *link, *state_file;
+    const char *state_file;
     int mute, no_echo, atr_garbage, pps_refuse, pps_mute, procedure_single;
     long bad_echo_nth, silent_after, garbage_nth, bad_edc_nth, slow_atr_ms;
-    int t1_max_inf;
-    int verbose;
 } opt = {
-    .card = CARD_T1,
     .clock_hz = 3571200.0,
-    .t1_max_inf = 254,
 };
 
 /* TA1 13: F=372 D=4; TD1 40: TC2 follows, T=0; TC2 0A: WI 10 */
@@ -154,10 +140,7 @@ static struct {
     int ifsc, crc;
 } ai;
 
-static int mfd = -1, sfd = -1;
-static int sigpipe_fd[2] = { -1, -1 };
-static char slave_name[128];
-static struct timespec t_start;
+static struct sim_pty pty;
 
 /* card state */
 enum phase {
@@ -197,73 +180,6 @@ static double q_due_ms;
 
 /* ------------------------------------------------------------------------ */
 
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t_start.tv_sec) * 1e3 + (double)(t.tv_nsec - t_start.tv_nsec) / 1e6;
-}
-
-static void vlogf_(const char *fmt, va_list ap) PRINTF_LIKE(1, 0);
-static void vlogf_(const char *fmt, va_list ap)
-{
-    if (!opt.verbose)
-        return;
-    fprintf(stderr, "phoenix-sim [%8.3f] ", now_ms() / 1e3);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-}
-
-static void logf_(const char *fmt, ...) PRINTF_LIKE(1, 2);
-static void logf_(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlogf_(fmt, ap);
-    va_end(ap);
-}
-
-/* the card model's log (simcard.c) */
-void simcard_log(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlogf_(fmt, ap);
-    va_end(ap);
-}
-
-static void loghex(const char *what, const uint8_t *p, size_t n)
-{
-    size_t i;
-    if (!opt.verbose)
-        return;
-    fprintf(stderr, "phoenix-sim [%8.3f] %s (%zu):", now_ms() / 1e3, what, n);
-    for (i = 0; i < n; i++)
-        fprintf(stderr, " %02X", p[i]);
-    fputc('\n', stderr);
-}
-
-static void cleanup(void)
-{
-    if (opt.link)
-        unlink(opt.link);
-    if (opt.state_file)
-        unlink(opt.state_file);
-}
-
-static _Noreturn void die(const char *fmt, ...) PRINTF_LIKE(1, 2);
-static _Noreturn void die(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "phoenix-sim: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    cleanup();
-    exit(1);
-}
-
 /* ------------------------------------------------------------- the line */
 
 /* Inverse convention seen by a direct-convention UART: complemented, bit-reversed.
@@ -282,31 +198,6 @@ static uint8_t inverse_byte(uint8_t b)
 static uint8_t to_wire(uint8_t b)
 {
     return opt.inverse ? inverse_byte(b) : b;
-}
-
-/* Write everything, waiting at most 2 s for room (nobody may be reading). */
-static void put(const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(mfd, p, n);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            struct pollfd pf = { .fd = mfd, .events = POLLOUT };
-            if (poll(&pf, 1, 2000) <= 0) {
-                logf_("output stalled: %zu bytes dropped", n);
-                return;
-            }
-            continue;
-        }
-        logf_("write error: %s", strerror(errno));
-        return;
-    }
 }
 
 #if defined(__linux__) && (defined(__x86_64__) || defined(__i386__) || defined(__aarch64__) || \
@@ -350,7 +241,7 @@ static void line_get(struct line *l)
     speed_t sp;
     size_t i;
     memset(l, 0, sizeof *l);
-    if (tcgetattr(mfd, &t) < 0)
+    if (tcgetattr(pty.mfd, &t) < 0)
         return;
     l->odd = !!(t.c_cflag & PARODD);
     l->two_stop = !!(t.c_cflag & CSTOPB);
@@ -364,7 +255,7 @@ static void line_get(struct line *l)
     {
         /* a custom speed (BOTHER) */
         struct sim_termios2 t2;
-        if (ioctl(mfd, SIM_TCGETS2, &t2) == 0)
+        if (ioctl(pty.mfd, SIM_TCGETS2, &t2) == 0)
             l->bps = t2.c_ospeed;
     }
 #endif
@@ -408,7 +299,7 @@ static void q_add(uint8_t b, int flags, unsigned gap_ms)
     struct out *o;
     if (q_head + q_len == Q_CAP) {
         if (q_head == 0) {
-            logf_("card output queue full: byte dropped");
+            sim_logf("card output queue full: byte dropped");
             return;
         }
         memmove(q, q + q_head, q_len * sizeof q[0]);
@@ -420,7 +311,7 @@ static void q_add(uint8_t b, int flags, unsigned gap_ms)
     o->gap_ms = (uint16_t)gap_ms;
     o->rate = card_rate(cur_f, cur_d);
     if (q_len++ == 0)
-        q_due_ms = now_ms() + gap_ms;
+        q_due_ms = sim_now_ms() + gap_ms;
 }
 
 static void q_addv(const uint8_t *p, size_t n)
@@ -439,7 +330,7 @@ static void q_run(void)
     size_t n = 0;
     struct line l;
     int have_line = 0, logged = 0;
-    while (q_len && now_ms() >= q_due_ms) {
+    while (q_len && sim_now_ms() >= q_due_ms) {
         struct out *o = &q[q_head];
         char why[200];
         uint8_t b = o->flags & OUT_ENC ? to_wire(o->b) : o->b;
@@ -449,7 +340,7 @@ static void q_run(void)
         }
         if (!line_ok(&l, o->rate, o->flags & OUT_ATR, o->flags & OUT_ONE_STOP, why, sizeof why)) {
             if (!logged)
-                logf_("%s: the card's bytes reach the host as garbage (0xFF)", why);
+                sim_logf("%s: the card's bytes reach the host as garbage (0xFF)", why);
             logged = 1;
             b = 0xFF;
         }
@@ -460,10 +351,10 @@ static void q_run(void)
                     cur_f = fi_table[ai.ta1 >> 4];
                     cur_d = di_table[ai.ta1 & 15];
                 }
-                logf_("ATR sent: specific mode, T=%d, F=%u D=%u", ai.specific_proto, cur_f, cur_d);
+                sim_logf("ATR sent: specific mode, T=%d, F=%u D=%u", ai.specific_proto, cur_f, cur_d);
                 enter_protocol(ai.specific_proto);
             } else {
-                logf_("ATR sent: waiting for a PPS or a T=%d command", ai.first);
+                sim_logf("ATR sent: waiting for a PPS or a T=%d command", ai.first);
                 phase = PH_NEGOTIATE;
             }
         }
@@ -472,12 +363,12 @@ static void q_run(void)
             q_head = 0;
             break;
         }
-        q_due_ms = now_ms() + q[q_head].gap_ms;
+        q_due_ms = sim_now_ms() + q[q_head].gap_ms;
         if (q[q_head].gap_ms)
             break;
     }
     if (n)
-        put(buf, n);
+        sim_put(&pty, buf, n);
 }
 
 /* --------------------------------------------------------- card events */
@@ -489,18 +380,18 @@ static void write_state(void)
     if (!opt.state_file)
         return;
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", opt.state_file) >= sizeof tmp)
-        die("--state-file: path too long");
+        sim_die("--state-file: path too long");
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || write(fd, present ? "1\n" : "0\n", 2) != 2 || close(fd) < 0 ||
         rename(tmp, opt.state_file) < 0)
-        die("--state-file %s: %s", opt.state_file, strerror(errno));
+        sim_die("--state-file %s: %s", opt.state_file, strerror(errno));
 }
 
 static void card_reset(uint8_t status)
 {
     size_t i;
     if (!present) {
-        logf_("RESET (line status %02X): no card", status);
+        sim_logf("RESET (line status %02X): no card", status);
         return;
     }
     q_clear();
@@ -509,30 +400,30 @@ static void card_reset(uint8_t status)
     cur_f = 372;
     cur_d = 1;
     if (opt.mute || silent) {
-        logf_("RESET (line status %02X): the card stays mute (%s)", status,
+        sim_logf("RESET (line status %02X): the card stays mute (%s)", status,
               opt.mute ? "--mute" : "--silent-after");
         phase = PH_DEAD;
         return;
     }
     phase = PH_ATR;
-    logf_("RESET (line status %02X): ATR in %d ms", status, ATR_DELAY_MS);
-    for (i = 0; i < opt.atr_len; i++) {
-        int flags = OUT_ENC | OUT_ATR | (i + 1 == opt.atr_len ? OUT_ATR_END : 0);
+    sim_logf("RESET (line status %02X): ATR in %d ms", status, ATR_DELAY_MS);
+    for (i = 0; i < common.atr_len; i++) {
+        int flags = OUT_ENC | OUT_ATR | (i + 1 == common.atr_len ? OUT_ATR_END : 0);
         unsigned gap = i == 0 ? ATR_DELAY_MS : (unsigned)opt.slow_atr_ms;
         if (i == 0 && opt.atr_garbage)
             q_add(0x55, flags & ~OUT_ENC, gap);
         else
-            q_add(opt.atr[i], flags, gap);
+            q_add(common.atr[i], flags, gap);
     }
     if (opt.atr_garbage)
-        logf_("ATR with a bogus first byte 55 (--atr-garbage)");
-    loghex(opt.inverse ? "card< ATR (inverse convention)" : "card< ATR", opt.atr, opt.atr_len);
+        sim_logf("ATR with a bogus first byte 55 (--atr-garbage)");
+    sim_loghex(opt.inverse ? "card< ATR (inverse convention)" : "card< ATR", common.atr, common.atr_len);
 }
 
 static void card_event(int insert)
 {
     if (insert == present) {
-        logf_("%s: card already %s", insert ? "SIGUSR2" : "SIGUSR1",
+        sim_logf("%s: card already %s", insert ? "SIGUSR2" : "SIGUSR1",
               insert ? "present" : "absent");
         return;
     }
@@ -544,7 +435,7 @@ static void card_event(int insert)
         silent = 0;         /* a new card */
     simcard_reset(&card);
     write_state();
-    logf_("card %s", insert ? "inserted (waits for a reset)" : "removed");
+    sim_logf("card %s", insert ? "inserted (waits for a reset)" : "removed");
 }
 
 /* ------------------------------------------------------------ the card */
@@ -556,7 +447,7 @@ static int answer_begin(void)
     static const uint8_t noise[] = "GARBAGE";
     if (opt.silent_after > 0 && answers >= opt.silent_after) {
         if (!silent)
-            logf_("silent from now on (--silent-after %ld)", opt.silent_after);
+            sim_logf("silent from now on (--silent-after %ld)", opt.silent_after);
         silent = 1;
         phase = PH_DEAD;
         return 0;
@@ -564,7 +455,7 @@ static int answer_begin(void)
     answers++;
     if (opt.garbage_nth == answers) {
         size_t i;
-        loghex("card< noise instead of the answer (--garbage)", noise, sizeof noise - 1);
+        sim_loghex("card< noise instead of the answer (--garbage)", noise, sizeof noise - 1);
         for (i = 0; i + 1 < sizeof noise; i++)
             q_add(noise[i], 0, 0);
         return 0;
@@ -599,25 +490,25 @@ static void pps_request(void)
     uint8_t x = 0, ans[6];
     size_t i, n = rxn;
     int t = rxb[1] & 0x0F, has1 = !!(rxb[1] & 0x10);
-    loghex("host> PPS request", rxb, n);
+    sim_loghex("host> PPS request", rxb, n);
     for (i = 0; i < n; i++)
         x ^= rxb[i];
     phase = PH_DEAD;
     if (x) {
-        logf_("PPS: bad PCK, no answer (the card waits for a reset)");
+        sim_logf("PPS: bad PCK, no answer (the card waits for a reset)");
         return;
     }
     if (t > 15 || !(ai.protocols & (1u << t))) {
-        logf_("PPS: T=%d not offered by the ATR, no answer", t);
+        sim_logf("PPS: T=%d not offered by the ATR, no answer", t);
         return;
     }
     if (opt.pps_mute) {
-        logf_("PPS: no answer (--pps-mute)");
+        sim_logf("PPS: no answer (--pps-mute)");
         return;
     }
     if (!opt.pps_refuse && (!has1 || pps1_supported(rxb[2]))) {
         q_addv(rxb, n);
-        loghex("card< PPS accepted (echo)", rxb, n);
+        sim_loghex("card< PPS accepted (echo)", rxb, n);
         if (has1) {
             cur_f = fi_table[rxb[2] >> 4];
             cur_d = di_table[rxb[2] & 15];
@@ -627,10 +518,10 @@ static void pps_request(void)
         ans[1] = (uint8_t)t;
         ans[2] = (uint8_t)(ans[0] ^ ans[1]);
         q_addv(ans, 3);
-        loghex(opt.pps_refuse ? "card< PPS without PPS1 (--pps-refuse)" : "card< PPS without PPS1 (unsupported)",
+        sim_loghex(opt.pps_refuse ? "card< PPS without PPS1 (--pps-refuse)" : "card< PPS without PPS1 (unsupported)",
                ans, 3);
     }
-    logf_("PPS: T=%d, F=%u D=%u: %.0f bps from the next byte", t, cur_f, cur_d,
+    sim_logf("PPS: T=%d, F=%u D=%u: %.0f bps from the next byte", t, cur_f, cur_d,
           card_rate(cur_f, cur_d));
     enter_protocol(t);
 }
@@ -649,7 +540,7 @@ static void t0_header(void)
     static const char *const kind_name[] = { "outgoing", "incoming", "no data", "unknown INS" };
     char what[80];
     snprintf(what, sizeof what, "host> T=0 header (%s)", kind_name[kind]);
-    loghex(what, rxb, 5);
+    sim_loghex(what, rxb, 5);
     phase = PH_T0_HDR;
     rxn = 0;
     if (!answer_begin())
@@ -663,27 +554,27 @@ static void t0_header(void)
             static const uint8_t nul = 0x60;
             for (i = 0; i < 3; i++)
                 q_add(nul, OUT_ENC, i ? NULL_GAP_MS : 0);
-            logf_("card< 3 NULL bytes 60, %d ms apart (WAIT)", NULL_GAP_MS);
+            sim_logf("card< 3 NULL bytes 60, %d ms apart (WAIT)", NULL_GAP_MS);
             q_add(r[0], OUT_ENC, NULL_GAP_MS);
             q_add(r[1], OUT_ENC, 0);
-            loghex("card< SW", r, 2);
+            sim_loghex("card< SW", r, 2);
             break;
         }
         if (rl > 2) {
             q_add(rxb[1], OUT_ENC, 0);
             q_addv(r, rl);
-            logf_("card< procedure byte %02X (INS), %zu data bytes, SW %02X %02X", rxb[1],
+            sim_logf("card< procedure byte %02X (INS), %zu data bytes, SW %02X %02X", rxb[1],
                   rl - 2, r[rl - 2], r[rl - 1]);
-            loghex("card< data", r, rl - 2);
+            sim_loghex("card< data", r, rl - 2);
         } else {
             t0_sw(r);
-            loghex("card< SW", r, 2);
+            sim_loghex("card< SW", r, 2);
         }
         break;
     case SIMCARD_T0_IN: {
         uint8_t pb = opt.procedure_single ? (uint8_t)~rxb[1] : rxb[1];
         q_add(pb, OUT_ENC, 0);
-        logf_("card< procedure byte %02X (%s), expecting %u data bytes", pb,
+        sim_logf("card< procedure byte %02X (%s), expecting %u data bytes", pb,
               opt.procedure_single ? "~INS: one byte" : "INS: all", rxb[4]);
         rxn = 5;
         rxneed = 5u + rxb[4];
@@ -693,7 +584,7 @@ static void t0_header(void)
     case SIMCARD_T0_REFUSE: {
         static const uint8_t sw[2] = { 0x6D, 0x00 };
         t0_sw(sw);
-        loghex("card< SW (INS not supported)", sw, 2);
+        sim_loghex("card< SW (INS not supported)", sw, 2);
         break;
     }
     }
@@ -703,10 +594,10 @@ static void t0_data_done(void)
 {
     uint8_t r[260];
     int wait;
-    loghex("host> T=0 data", rxb + 5, rxn - 5);
+    sim_loghex("host> T=0 data", rxb + 5, rxn - 5);
     simcard_t0_tpdu(&card, rxb, rxn, r, &wait);     /* SW only: 61 xx, 90 00, ... */
     t0_sw(r);
-    loghex("card< SW", r, 2);
+    sim_loghex("card< SW", r, 2);
     phase = PH_T0_HDR;
     rxn = 0;
 }
@@ -733,7 +624,7 @@ static void t1_got_block(void)
     char d[48], what[128];
     t1_describe(rxb, rxn, d, sizeof d);
     snprintf(what, sizeof what, "host> T=1 %s", d);
-    loghex(what, rxb, rxn);
+    sim_loghex(what, rxb, rxn);
     n = simcard_t1_block(&card, rxb, rxn, out);
     rxn = 0;
     if (!answer_begin())
@@ -745,7 +636,7 @@ static void t1_got_block(void)
     } else {
         snprintf(what, sizeof what, "card< T=1 %s", d);
     }
-    loghex(what, out, n);
+    sim_loghex(what, out, n);
     q_addv(out, n);
 }
 
@@ -766,7 +657,7 @@ static void card_rx(uint8_t b)
             return;
         }
         enter_protocol(ai.first);
-        logf_("no PPS: T=%d (implicit selection)", proto);
+        sim_logf("no PPS: T=%d (implicit selection)", proto);
         card_rx(b);
         return;
     case PH_PPS:
@@ -790,7 +681,7 @@ static void card_rx(uint8_t b)
         return;
     case PH_T1:
         rxb[rxn++] = b;
-        rx_last_ms = now_ms();
+        rx_last_ms = sim_now_ms();
         if (rxn == 3)
             rxneed = 3u + rxb[2] + simcard_t1_edc_len(&card);
         if (rxn >= 3 && rxn == rxneed)
@@ -805,27 +696,27 @@ static void host_bytes(uint8_t *p, size_t n)
     size_t i;
     struct line l;
     char why[200];
-    loghex(opt.inverse ? "host> wire bytes (inverse)" : "host> bytes", p, n);
+    sim_loghex(opt.inverse ? "host> wire bytes (inverse)" : "host> bytes", p, n);
     if (!opt.no_echo) {
         uint8_t e[4096];
         memcpy(e, p, n);
         for (i = 0; i < n; i++)
             if (++echoed == opt.bad_echo_nth) {
                 e[i] ^= 0x01;
-                logf_("echo byte %ld altered: %02X -> %02X (--bad-echo)", echoed, p[i], e[i]);
+                sim_logf("echo byte %ld altered: %02X -> %02X (--bad-echo)", echoed, p[i], e[i]);
             }
-        put(e, n);
+        sim_put(&pty, e, n);
     }
     if (!present)
         return;
     if (silent || phase == PH_OFF || phase == PH_ATR || phase == PH_DEAD) {
-        logf_("card not listening (%s%s): %zu host bytes ignored", phase_name[phase],
+        sim_logf("card not listening (%s%s): %zu host bytes ignored", phase_name[phase],
               silent ? ", silent" : "", n);
         return;
     }
     line_get(&l);
     if (!line_ok(&l, card_rate(cur_f, cur_d), 0, one_stop_ok(), why, sizeof why)) {
-        logf_("%s: the card sees garbage, %zu host bytes ignored", why, n);
+        sim_logf("%s: the card sees garbage, %zu host bytes ignored", why, n);
         return;
     }
     for (i = 0; i < n && present && !silent; i++)
@@ -834,26 +725,10 @@ static void host_bytes(uint8_t *p, size_t n)
 
 /* ------------------------------------------------------------------ setup */
 
-static void on_signal(int sig)
-{
-    int saved = errno;
-    char c = sig == SIGUSR1 ? 'R' : sig == SIGUSR2 ? 'I' : 'T';
-    if (write(sigpipe_fd[1], &c, 1) < 0) {
-        /* nothing sensible to do in a signal handler */
-    }
-    errno = saved;
-}
-
+/* counts and milliseconds: at most a million */
 static long num_arg(int argc, char **argv, int *i)
 {
-    char *end;
-    long v;
-    if (*i + 1 >= argc)
-        die("%s needs a number", argv[*i]);
-    v = strtol(argv[++*i], &end, 10);
-    if (*end || v < 0 || v > 1000000)
-        die("%s: bad number '%s'", argv[*i - 1], argv[*i]);
-    return v;
+    return sim_num_arg(argc, argv, i, 1000000);
 }
 
 static _Noreturn void usage(void)
@@ -867,38 +742,6 @@ static _Noreturn void usage(void)
             "Prints 'PTY /dev/pts/N'; a flush of the pty resets the card;\n"
             "SIGUSR1 removes the card, SIGUSR2 inserts it.\n");
     exit(2);
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static void parse_atr(const char *s)
-{
-    size_t n = 0;
-    while (*s) {
-        int hi, lo;
-        if (*s == ' ' || *s == ':') {
-            s++;
-            continue;
-        }
-        hi = hexval(s[0]);
-        lo = s[1] ? hexval(s[1]) : -1;
-        if (n >= sizeof opt.atr || hi < 0 || lo < 0)
-            die("bad --atr");
-        opt.atr[n++] = (uint8_t)(hi << 4 | lo);
-        s += 2;
-    }
-    if (n < 2)
-        die("bad --atr");
-    opt.atr_len = n;
 }
 
 /* What the ATR offers (ISO 7816-3 clause 8); NULL if well formed, else why not. */
@@ -973,230 +816,130 @@ static const char *atr_parse(const uint8_t *a, size_t n)
     return NULL;
 }
 
-static void set_line(int fd)
+/* The options of phoenix-sim alone (simio.c parses the common ones); 0: not one. */
+static int option(int argc, char **argv, int *i)
 {
-    struct termios t;
-    if (tcgetattr(fd, &t) < 0)
-        die("tcgetattr: %s", strerror(errno));
-    cfmakeraw(&t);
-    t.c_cflag = CS8 | CREAD | CLOCAL;
-    t.c_cc[VMIN] = 1;
-    t.c_cc[VTIME] = 0;
-    cfsetispeed(&t, B115200);
-    cfsetospeed(&t, B115200);
-    if (tcsetattr(fd, TCSANOW, &t) < 0)
-        die("tcsetattr: %s", strerror(errno));
+    const char *a = argv[*i];
+    if (!strcmp(a, "--convention")) {
+        if (++*i >= argc)
+            usage();
+        if (!strcmp(argv[*i], "direct"))
+            opt.inverse = 0;
+        else if (!strcmp(argv[*i], "inverse"))
+            opt.inverse = 1;
+        else
+            sim_die("--convention: direct or inverse");
+        opt.convention_set = 1;
+    } else if (!strcmp(a, "--clock-khz")) {
+        char *end;
+        double khz;
+        if (++*i >= argc)
+            usage();
+        khz = strtod(argv[*i], &end);
+        if (*end || khz < 1000 || khz > 20000)
+            sim_die("--clock-khz: 1000..20000");
+        /* 3571 stands for 3571.2: 372 clocks per etu are exactly 9600 bps */
+        opt.clock_hz = khz == 3571 ? 3571200.0 : khz * 1000.0;
+    } else if (!strcmp(a, "--state-file")) {
+        if (++*i >= argc)
+            usage();
+        opt.state_file = argv[*i];
+        sim_remove_at_exit(opt.state_file);
+    } else if (!strcmp(a, "--pps-refuse"))
+        opt.pps_refuse = 1;
+    else if (!strcmp(a, "--pps-mute"))
+        opt.pps_mute = 1;
+    else if (!strcmp(a, "--procedure-single"))
+        opt.procedure_single = 1;
+    else if (!strcmp(a, "--mute"))
+        opt.mute = 1;
+    else if (!strcmp(a, "--no-echo"))
+        opt.no_echo = 1;
+    else if (!strcmp(a, "--bad-echo"))
+        opt.bad_echo_nth = num_arg(argc, argv, i);
+    else if (!strcmp(a, "--silent-after"))
+        opt.silent_after = num_arg(argc, argv, i);
+    else if (!strcmp(a, "--garbage"))
+        opt.garbage_nth = num_arg(argc, argv, i);
+    else if (!strcmp(a, "--bad-edc"))
+        opt.bad_edc_nth = num_arg(argc, argv, i);
+    else if (!strcmp(a, "--atr-garbage"))
+        opt.atr_garbage = 1;
+    else if (!strcmp(a, "--slow-atr")) {
+        opt.slow_atr_ms = num_arg(argc, argv, i);
+        if (opt.slow_atr_ms > 60000)
+            sim_die("--slow-atr: at most 60000 ms");
+    } else
+        return 0;
+    return 1;
 }
 
 int main(int argc, char **argv)
 {
-    int i, one = 1;
-    struct sigaction sa;
-    const char *sn, *bad;
+    int one = 1;
+    const char *bad;
 
-    clock_gettime(CLOCK_MONOTONIC, &t_start);
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--card")) {
-            if (++i >= argc)
-                usage();
-            if (!strcmp(argv[i], "t0"))
-                opt.card = CARD_T0;
-            else if (!strcmp(argv[i], "t1"))
-                opt.card = CARD_T1;
-            else if (!strcmp(argv[i], "none")) {
-                opt.card_none = 1;
-                opt.card = CARD_T1;     /* the card inserted later */
-            } else
-                die("--card: t0, t1 or none");
-        } else if (!strcmp(a, "--absent"))
-            opt.absent = 1;
-        else if (!strcmp(a, "--convention")) {
-            if (++i >= argc)
-                usage();
-            if (!strcmp(argv[i], "direct"))
-                opt.inverse = 0;
-            else if (!strcmp(argv[i], "inverse"))
-                opt.inverse = 1;
-            else
-                die("--convention: direct or inverse");
-            opt.convention_set = 1;
-        } else if (!strcmp(a, "--atr")) {
-            if (++i >= argc)
-                usage();
-            parse_atr(argv[i]);
-        } else if (!strcmp(a, "--clock-khz")) {
-            char *end;
-            double khz;
-            if (++i >= argc)
-                usage();
-            khz = strtod(argv[i], &end);
-            if (*end || khz < 1000 || khz > 20000)
-                die("--clock-khz: 1000..20000");
-            /* 3571 stands for 3571.2: 372 clocks per etu are exactly 9600 bps */
-            opt.clock_hz = khz == 3571 ? 3571200.0 : khz * 1000.0;
-        } else if (!strcmp(a, "--link")) {
-            if (++i >= argc)
-                usage();
-            opt.link = argv[i];
-        } else if (!strcmp(a, "--state-file")) {
-            if (++i >= argc)
-                usage();
-            opt.state_file = argv[i];
-        } else if (!strcmp(a, "--pps-refuse"))
-            opt.pps_refuse = 1;
-        else if (!strcmp(a, "--pps-mute"))
-            opt.pps_mute = 1;
-        else if (!strcmp(a, "--procedure-single"))
-            opt.procedure_single = 1;
-        else if (!strcmp(a, "--t1-max-inf")) {
-            opt.t1_max_inf = (int)num_arg(argc, argv, &i);
-            if (opt.t1_max_inf < 1 || opt.t1_max_inf > 254)
-                die("--t1-max-inf: 1..254");
-        } else if (!strcmp(a, "--mute"))
-            opt.mute = 1;
-        else if (!strcmp(a, "--no-echo"))
-            opt.no_echo = 1;
-        else if (!strcmp(a, "--bad-echo"))
-            opt.bad_echo_nth = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--silent-after"))
-            opt.silent_after = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--garbage"))
-            opt.garbage_nth = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--bad-edc"))
-            opt.bad_edc_nth = num_arg(argc, argv, &i);
-        else if (!strcmp(a, "--atr-garbage"))
-            opt.atr_garbage = 1;
-        else if (!strcmp(a, "--slow-atr")) {
-            opt.slow_atr_ms = num_arg(argc, argv, &i);
-            if (opt.slow_atr_ms > 60000)
-                die("--slow-atr: at most 60000 ms");
-        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
-            opt.verbose = 1;
-        else
-            usage();
-    }
-    if (opt.atr_len) {
+    sim_init("phoenix-sim");
+    sim_parse_args(argc, argv, &common, option, usage);
+    if (common.atr_len) {
         if (!opt.convention_set)
-            opt.inverse = opt.atr[0] == 0x3F;
-        else if (opt.atr[0] != (opt.inverse ? 0x3F : 0x3B))
+            opt.inverse = common.atr[0] == 0x3F;
+        else if (common.atr[0] != (opt.inverse ? 0x3F : 0x3B))
             fprintf(stderr, "phoenix-sim: warning: --atr TS %02X with the %s convention\n",
-                    opt.atr[0], opt.inverse ? "inverse" : "direct");
+                    common.atr[0], opt.inverse ? "inverse" : "direct");
     } else {
-        const uint8_t *atr = opt.card == CARD_T0 ? ATR_T0 : ATR_T1;
-        opt.atr_len = opt.card == CARD_T0 ? sizeof ATR_T0 : sizeof ATR_T1;
-        memcpy(opt.atr, atr, opt.atr_len);
-        opt.atr[0] = opt.inverse ? 0x3F : 0x3B;
+        const uint8_t *atr = common.card == SIM_CARD_T0 ? ATR_T0 : ATR_T1;
+        common.atr_len = common.card == SIM_CARD_T0 ? sizeof ATR_T0 : sizeof ATR_T1;
+        memcpy(common.atr, atr, common.atr_len);
+        common.atr[0] = opt.inverse ? 0x3F : 0x3B;
     }
-    bad = atr_parse(opt.atr, opt.atr_len);
+    bad = atr_parse(common.atr, common.atr_len);
     if (bad)
         fprintf(stderr, "phoenix-sim: warning: ATR: %s\n", bad);
     simcard_init(&card);
-    card.t1_max_inf = opt.t1_max_inf;
-    present = !(opt.absent || opt.card_none);
+    card.t1_max_inf = common.t1_max_inf;
+    present = !(common.absent || common.card_none);
     phase = PH_OFF;
 
-    if (pipe(sigpipe_fd) < 0)
-        die("pipe: %s", strerror(errno));
-    fcntl(sigpipe_fd[0], F_SETFL, O_NONBLOCK);
-    fcntl(sigpipe_fd[1], F_SETFL, O_NONBLOCK);
-    fcntl(sigpipe_fd[0], F_SETFD, FD_CLOEXEC);
-    fcntl(sigpipe_fd[1], F_SETFD, FD_CLOEXEC);
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGUSR2, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    mfd = posix_openpt(O_RDWR | O_NOCTTY);
-    if (mfd < 0)
-        die("posix_openpt: %s", strerror(errno));
-    if (grantpt(mfd) < 0 || unlockpt(mfd) < 0)
-        die("grantpt/unlockpt: %s", strerror(errno));
-    sn = ptsname(mfd);
-    if (!sn || strlen(sn) >= sizeof slave_name)
-        die("ptsname failed");
-    strcpy(slave_name, sn);
-    /* Keep a slave descriptor: the master never sees a hang-up between host opens,
-     * and the line is raw (no echo by the tty layer) until the host sets its own. */
-    sfd = open(slave_name, O_RDWR | O_NOCTTY);
-    if (sfd < 0)
-        die("open %s: %s", slave_name, strerror(errno));
-    set_line(sfd);
+    sim_signals_init();
+    sim_pty_open(&pty, 0, 1);
     /* Packet mode: the host's flushes reach us as status bytes (the reset). */
-    if (ioctl(mfd, TIOCPKT, &one) < 0)
-        die("TIOCPKT: %s", strerror(errno));
-    fcntl(mfd, F_SETFL, O_NONBLOCK);
-    fcntl(mfd, F_SETFD, FD_CLOEXEC);
-    fcntl(sfd, F_SETFD, FD_CLOEXEC);
-    if (opt.link) {
-        unlink(opt.link);
-        if (symlink(slave_name, opt.link) < 0)
-            die("symlink %s: %s", opt.link, strerror(errno));
-    }
+    if (ioctl(pty.mfd, TIOCPKT, &one) < 0)
+        sim_die("TIOCPKT: %s", strerror(errno));
     write_state();
-    printf("PTY %s\n", slave_name);
-    fflush(stdout);
-    loghex("ATR", opt.atr, opt.atr_len);
-    logf_("reader ready on %s: card %s%s, %s convention, %.1f kHz, first protocol T=%d",
-          slave_name, opt.card == CARD_T0 ? "T=0" : "T=1",
-          present ? "" : " (absent)", opt.inverse ? "inverse" : "direct", opt.clock_hz / 1e3,
-          ai.first);
+    sim_pty_ready(&pty, common.link);
+    sim_loghex("ATR", common.atr, common.atr_len);
+    sim_logf("reader ready on %s: card %s%s, %s convention, %.1f kHz, first protocol T=%d",
+             pty.slave, common.card == SIM_CARD_T0 ? "T=0" : "T=1",
+             present ? "" : " (absent)", opt.inverse ? "inverse" : "direct", opt.clock_hz / 1e3,
+             ai.first);
 
     for (;;) {
-        struct pollfd pf[2] = { { .fd = mfd, .events = POLLIN }, { .fd = sigpipe_fd[0], .events = POLLIN } };
-        double now = now_ms(), until = -1;
-        int timeout, r;
+        double now = sim_now_ms(), until = -1;
+        int timeout;
+        short ev;
         if (q_len)
             until = q_due_ms;
         if (phase == PH_T1 && rxn && (until < 0 || rx_last_ms + T1_PARTIAL_MS < until))
             until = rx_last_ms + T1_PARTIAL_MS;
         timeout = until < 0 ? -1 : until <= now ? 0 : (int)(until - now) + 1;
-        r = poll(pf, 2, timeout);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            die("poll: %s", strerror(errno));
-        }
-        if (pf[1].revents & POLLIN) {
-            char ev[16];
-            ssize_t k = read(sigpipe_fd[0], ev, sizeof ev);
-            ssize_t j;
-            for (j = 0; j < k; j++) {
-                if (ev[j] == 'T') {
-                    logf_("terminating");
-                    cleanup();
-                    return 0;
-                }
-                card_event(ev[j] == 'I');
-            }
-        }
-        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        sim_wait(&pty, timeout, card_event, &ev);
+        if (ev & (POLLIN | POLLHUP | POLLERR)) {
             uint8_t buf[1 + 4096];
-            ssize_t k = read(mfd, buf, sizeof buf);
-            if (k < 0 && (errno == EAGAIN || errno == EINTR))
+            ssize_t k = sim_pty_read(&pty, buf, sizeof buf);
+            if (k <= 0)
                 continue;
-            if (k <= 0) {
-                /* EIO: no slave open (cannot happen while we hold one) */
-                struct timespec ts = { 0, 50000000L };
-                nanosleep(&ts, NULL);
-                continue;
-            }
             if (buf[0] == TIOCPKT_DATA) {
                 if (k > 1)
                     host_bytes(buf + 1, (size_t)k - 1);
             } else if (buf[0] & (TIOCPKT_FLUSHREAD | TIOCPKT_FLUSHWRITE)) {
                 card_reset(buf[0]);
             } else {
-                logf_("line status %02X ignored", buf[0]);
+                sim_logf("line status %02X ignored", buf[0]);
             }
         }
-        if (phase == PH_T1 && rxn && now_ms() >= rx_last_ms + T1_PARTIAL_MS) {
-            loghex("host> incomplete T=1 block dropped", rxb, rxn);
+        if (phase == PH_T1 && rxn && sim_now_ms() >= rx_last_ms + T1_PARTIAL_MS) {
+            sim_loghex("host> incomplete T=1 block dropped", rxb, rxn);
             rxn = 0;
         }
         q_run();

@@ -56,7 +56,7 @@ enum simcard_t0_kind {
     SIMCARD_T0_REFUSE,  /* P3 > 0 but the card does not know INS: 6D 00 at once */
 };
 
-/* Provided by the simulator: a log line (no newline), shown with -v. */
+/* Provided by simio.c: a log line (no newline), shown with -v. */
 void simcard_log(const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 1, 2)))
