@@ -41,6 +41,23 @@ const size_t calais__phoenix_n_rates = CALAIS__ARRAY_SIZE(calais__phoenix_rates)
 
 /* ---- configuration ---------------------------------------------------------------------- */
 
+/* The UART rate within 2 % of `bps`, or 0. */
+static uint32_t uart_rate(uint32_t bps)
+{
+	for (size_t i = 0; i < calais__phoenix_n_rates; i++) {
+		uint32_t rate = calais__phoenix_rates[i];
+		if (bps >= rate - rate / 50 && bps <= rate + rate / 50)
+			return rate;
+	}
+	return 0;
+}
+
+/* The ATR's rate (F = 372, D = 1) for the reader's clock, as the UART runs it. */
+static uint32_t initial_rate(uint32_t clock_khz)
+{
+	return uart_rate((uint32_t)((uint64_t)clock_khz * 1000u / 372u));
+}
+
 LONG calais__phoenix_config(struct calais__sreader *s, bool smartmouse, const char *opts)
 {
 	struct calais__phoenix *p = &s->ph;
@@ -79,6 +96,13 @@ LONG calais__phoenix_config(struct calais__sreader *s, bool smartmouse, const ch
 			if (*end == 0 && khz >= 1000 && khz <= 20000) {
 				p->clock_khz = (uint32_t)khz;
 				known = true;
+				if (!initial_rate(p->clock_khz)) {
+					/* 6 MHz gives 16129 bit/s: a custom divisor we do not set. */
+					ser_log(CALAIS_LOG_ERROR, "%s: a %lu kHz clock runs the ATR at %lu "
+					        "bit/s, which is no standard UART rate", s->path, khz,
+					        khz * 1000 / 372);
+					return SCARD_E_INVALID_VALUE;
+				}
 			}
 		}
 		if (!known) {
@@ -170,10 +194,12 @@ static LONG tx(struct calais__sreader *s, const uint8_t *b, size_t n, uint8_t *e
 	if (now < p->last_rx_us + gap)
 		calais__sleep_us((uint32_t)(p->last_rx_us + gap - now));
 	/* TC1 (N < 255): N more etu between our characters, so one at a time. */
+	uint8_t w[300];
+	if (n > sizeof(w))
+		return SCARD_E_INSUFFICIENT_BUFFER;
 	size_t step = p->guard_n && p->guard_n != 255 ? 1 : n;
 	for (size_t off = 0; off < n; off += step) {
 		size_t k = n - off < step ? n - off : step;
-		uint8_t w[300];
 		for (size_t i = 0; i < k; i++)
 			w[i] = conv(p, b[off + i]);
 		if (off && step == 1)
@@ -229,9 +255,7 @@ static LONG reset_atr(struct calais__sreader *s, uint8_t *atr, size_t *len, uint
 	p->inverse = false;
 	p->protocol = 0;
 	p->guard_n = 0;
-	p->bps = (uint32_t)((uint64_t)p->clock_khz * 1000u / 372u);
-	/* The UART runs the nearest standard rate: 9600 for 3.5712 (and 3.579545) MHz. */
-	p->bps = p->bps < 14400 ? 9600 : p->bps < 28800 ? 19200 : 38400;
+	p->bps = initial_rate(p->clock_khz); /* checked by the configuration */
 	LONG rv = line_set(s);
 	*err = ERR_HW;
 	if (rv != SCARD_S_SUCCESS)
@@ -489,12 +513,7 @@ static void set_parameters(struct calais__sreader *s, const uint8_t *cmd, const 
 	a.cwi = proto == 1 ? d[3] & 0x0F : 13;
 	a.n = d[2];
 	calais__pps_params(&a, proto, d[0] >> 4, d[0] & 0x0F, p->clock_khz, &r);
-	uint32_t bps = 0;
-	for (size_t i = 0; i < calais__phoenix_n_rates; i++) {
-		uint32_t rate = calais__phoenix_rates[i];
-		if (r.rate_bps >= rate - rate / 50 && r.rate_bps <= rate + rate / 50)
-			bps = rate;
-	}
+	uint32_t bps = uart_rate(r.rate_bps);
 	if (!bps || !r.fi || !r.di) {
 		ser_log(CALAIS_LOG_INFO, "%s: Fi/Di 0x%02X gives %u bps, which the UART does not run",
 		        s->path, d[0], r.rate_bps);
@@ -612,7 +631,8 @@ void calais__phoenix_setup(struct calais__sreader *s)
 bool calais__phoenix_open(struct calais__sreader *s)
 {
 	calais__serial_t fd;
-	if (!calais__serial_port_open(s, 9600, CALAIS__PARITY_EVEN, true, &fd))
+	if (!calais__serial_port_open(s, initial_rate(s->ph.clock_khz), CALAIS__PARITY_EVEN, true,
+	                              &fd))
 		return false;
 	s->fd = fd;
 	s->open = true;
@@ -623,8 +643,8 @@ bool calais__phoenix_open(struct calais__sreader *s)
 	p->suspect = false;
 	p->inverse = false;
 	p->protocol = 0;
-	p->bps = 9600;
-	p->etu_us = 1000000u / 9600u;
+	p->bps = initial_rate(p->clock_khz);
+	p->etu_us = 1000000u / p->bps;
 	calais__serial_dtr(fd, true); /* powers the interface on many models */
 	rst(s, true);
 	/* The wiring echoes even with no card: a byte sent while the card is held in reset

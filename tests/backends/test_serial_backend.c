@@ -304,7 +304,7 @@ Test(serial, bad_declarations)
 {
 	/* Each refused with a log line; none becomes a reader. */
 	start_calais("/dev/null:phoenix:bogus,/dev/null:phoenix:!none,/dev/null:nonsense,:gemtwin,"
-	             "/dev/null:gemtwin:NoSuchModel,/dev/null:nosuch:cts");
+	             "/dev/null:gemtwin:NoSuchModel,/dev/null:nosuch:cts,/dev/null:phoenix:khz=6000");
 	char buf[64];
 	DWORD len = sizeof(buf);
 	assert_rv(SCardListReaders(ctx, NULL, buf, &len), SCARD_E_NO_READERS_AVAILABLE);
