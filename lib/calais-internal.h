@@ -326,6 +326,17 @@ struct calais_context {
 
 #define CALAIS__HASH_SIZE 1024u
 
+/* A thread inside SCardGetStatusChange() (mgr.sc_waiters; mgr.lock). It sleeps on its own
+ * condition variable and is woken only by a change of a reader it watches, a reader
+ * arriving or leaving, a cancel or the shutdown: one card event does not wake the
+ * waiters of every other reader. */
+struct calais__sc_waiter {
+	struct calais__sc_waiter *next, *prev;
+	calais__cond_t cond;
+	const SCARD_READERSTATE *states; /* the caller's; names read under mgr.lock */
+	DWORD n;
+};
+
 /*
  * The manager: one per process.
  *
@@ -335,7 +346,7 @@ struct calais_context {
  */
 struct calais__manager {
 	calais__mutex_t lock;
-	calais__cond_t state_cond;  /* any change a SCardGetStatusChange waiter may want */
+	calais__cond_t state_cond;  /* a reader's state changed (start-up waits for ATRs) */
 	calais__cond_t worker_cond; /* work for the worker thread */
 	calais__cond_t drain_cond;  /* active_calls reached zero */
 
@@ -355,6 +366,7 @@ struct calais__manager {
 	unsigned n_readers;
 	struct calais_reader *dead_readers; /* removed, close() pending */
 	uint16_t pnp_counter;
+	struct calais__sc_waiter *sc_waiters; /* threads in SCardGetStatusChange() */
 
 	struct calais_context *ctx_hash[CALAIS__HASH_SIZE];
 	struct calais_handle *handle_hash[CALAIS__HASH_SIZE];
@@ -394,7 +406,9 @@ void calais__reader_close_all(void);
  * unless its backend marked it unavailable to keep it listed. mgr.lock not held. */
 void calais__reader_lost(struct calais_reader *r);
 void calais__reader_flag_handles(struct calais_reader *r, struct calais_handle *except, int ev);
-void calais__reader_state_changed(struct calais_reader *r); /* broadcast */
+/* Wakes what waits on a change of r (NULL: on any change, e.g. the reader list, a cancel,
+ * the shutdown). mgr.lock held. */
+void calais__reader_state_changed(struct calais_reader *r);
 void calais__reader_release_tx(struct calais_reader *r);
 void calais__reader_schedule_power_down(struct calais_reader *r);
 /* The backend's hold() member, or NULL (tables older than abi_version 2 lack it). */

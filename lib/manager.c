@@ -416,7 +416,7 @@ void calais_shutdown(void)
 		return;
 	}
 	m->stopping = true;
-	calais__cond_broadcast(&m->state_cond);
+	calais__reader_state_changed(NULL);
 	calais__cond_broadcast(&m->worker_cond);
 	for (struct calais_reader *r = m->readers; r; r = r->next)
 		calais__cond_broadcast(&r->lock_cond);

@@ -155,7 +155,7 @@ static void pnp_event(void)
 	/* The reader-event counter skips 0, which means "no counter" to callers. */
 	if (++M->pnp_counter == 0)
 		M->pnp_counter = 1;
-	calais__cond_broadcast(&M->state_cond);
+	calais__reader_state_changed(NULL);
 }
 
 LONG calais_reader_publish(calais_reader *r, bool card_present)
@@ -221,8 +221,15 @@ LONG calais_reader_publish(calais_reader *r, bool card_present)
 
 void calais__reader_state_changed(struct calais_reader *r)
 {
-	(void)r;
 	calais__cond_broadcast(&M->state_cond);
+	for (struct calais__sc_waiter *w = M->sc_waiters; w; w = w->next) {
+		bool watching = !r;
+		for (DWORD i = 0; i < w->n && !watching; i++)
+			watching = !(w->states[i].dwCurrentState & SCARD_STATE_IGNORE) &&
+			           strcmp(w->states[i].szReader, r->name) == 0;
+		if (watching)
+			calais__cond_signal(&w->cond);
+	}
 }
 
 void calais__reader_flag_handles(struct calais_reader *r, struct calais_handle *except, int ev)

@@ -281,7 +281,7 @@ LONG SCardReleaseContext(SCARDCONTEXT hContext)
 	c->dead = true;
 	hash_remove_ctx(c);
 	c->cancel_gen++; /* wakes this context's waiters, which then see it dead */
-	calais__cond_broadcast(&M->state_cond);
+	calais__reader_state_changed(NULL);
 	while (c->handles) {
 		struct calais_handle *h = c->handles;
 		/* A transaction left open by the context is ended with a reset (pcsc-lite),
@@ -305,7 +305,7 @@ LONG SCardCancel(SCARDCONTEXT hContext)
 	/* Waiters compare the generation they started with, so a cancel with nothing
 	 * pending leaves nothing behind for the next call. */
 	c->cancel_gen++;
-	calais__cond_broadcast(&M->state_cond);
+	calais__reader_state_changed(NULL);
 	for (struct calais_reader *r = M->readers; r; r = r->next)
 		if (r->tx_owner)
 			calais__cond_broadcast(&r->lock_cond);
@@ -963,6 +963,12 @@ LONG SCardGetStatusChange(SCARDCONTEXT hContext, DWORD dwTimeout,
 
 	c->refs++;
 	c->waiters++;
+	struct calais__sc_waiter w = { .next = M->sc_waiters, .states = rgReaderStates,
+		                       .n = cReaders };
+	calais__cond_init(&w.cond);
+	if (M->sc_waiters)
+		M->sc_waiters->prev = &w;
+	M->sc_waiters = &w;
 	for (;;) {
 		if (M->stopping || c->dead || c->cancel_gen != gen) {
 			rv = SCARD_E_CANCELLED;
@@ -977,8 +983,8 @@ LONG SCardGetStatusChange(SCARDCONTEXT hContext, DWORD dwTimeout,
 			break;
 		}
 		if (forever)
-			calais__cond_wait(&M->state_cond, &M->lock);
-		else if (!calais__cond_wait_until(&M->state_cond, &M->lock, deadline) &&
+			calais__cond_wait(&w.cond, &M->lock);
+		else if (!calais__cond_wait_until(&w.cond, &M->lock, deadline) &&
 		         calais__now_ms() >= deadline) {
 			/* One last look: an event and the timeout may come together. */
 			rv = scan_states(rgReaderStates, cReaders, pnp_start) ? SCARD_S_SUCCESS
@@ -986,6 +992,13 @@ LONG SCardGetStatusChange(SCARDCONTEXT hContext, DWORD dwTimeout,
 			break;
 		}
 	}
+	if (w.prev)
+		w.prev->next = w.next;
+	else
+		M->sc_waiters = w.next;
+	if (w.next)
+		w.next->prev = w.prev;
+	calais__cond_destroy(&w.cond);
 	c->waiters--;
 	ctx_unref(c);
 	return leave(rv);
