@@ -222,6 +222,8 @@ LONG calais_reader_publish(calais_reader *r, bool card_present)
 void calais__reader_state_changed(struct calais_reader *r)
 {
 	calais__cond_broadcast(&M->state_cond);
+	if (r && !r->name)
+		return; /* not published yet: nobody can be watching it */
 	for (struct calais__sc_waiter *w = M->sc_waiters; w; w = w->next) {
 		bool watching = !r;
 		for (DWORD i = 0; i < w->n && !watching; i++)

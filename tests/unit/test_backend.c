@@ -195,3 +195,44 @@ Test(backend, kept_names_never_collide)
 	calais_reader_remove(r2);
 	calais_reader_remove(r3);
 }
+
+/* A thread waiting on the reader list while a backend reports on a reader it has not
+ * published yet (as the USB backend does when a device comes back): nobody can watch
+ * that reader, nothing may look at its name (it has none yet: this once crashed). */
+static LONG wait_for_a_new_reader(void *arg)
+{
+	SCARDCONTEXT c;
+	LONG rv = SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &c);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	SCARD_READERSTATE pnp = { .szReader = "\\\\?PnP?\\Notification",
+		                  .dwCurrentState = SCARD_STATE_UNAWARE };
+	rv = SCardGetStatusChange(c, 0, &pnp, 1); /* learns the current state */
+	if (rv == SCARD_S_SUCCESS || rv == SCARD_E_TIMEOUT) {
+		pnp.dwCurrentState = pnp.dwEventState & ~(DWORD)SCARD_STATE_CHANGED;
+		atomic_store((atomic_bool *)arg, true);
+		rv = SCardGetStatusChange(c, 5000, &pnp, 1);
+	}
+	SCardReleaseContext(c);
+	return rv;
+}
+
+Test(backend, events_on_an_unpublished_reader_with_waiters)
+{
+	atomic_bool waiting = false;
+	t_thread *t = t_spawn(wait_for_a_new_reader, &waiting);
+	while (!atomic_load(&waiting) && !t_done(t))
+		t_sleep_ms(1);
+	cr_assert(!t_done(t), "the waiter could not start: 0x%lX", (unsigned long)t_join(t));
+	t_sleep_ms(50); /* inside the second SCardGetStatusChange() */
+	calais_backend_instance *bi = calais_reader_backend(the_reader);
+	struct calais_reader_desc d = { .name = "Late Reader" };
+	calais_reader *r;
+	assert_rv(calais_reader_new(bi, &d, &r), SCARD_S_SUCCESS);
+	calais_reader_set_unavailable(r, SCARD_E_READER_UNAVAILABLE);
+	calais_reader_set_unavailable(r, SCARD_S_SUCCESS);
+	cr_assert(!t_done(t), "no reader-list change yet");
+	assert_rv(calais_reader_publish(r, false), SCARD_S_SUCCESS);
+	assert_rv(t_join(t), SCARD_S_SUCCESS);
+	calais_reader_remove(r);
+}
