@@ -194,10 +194,7 @@ static void check_source(SCARDHANDLE h, size_t n)
 	}
 	DWORD rl = sizeof(resp);
 	assert_rv(xmit(h, apdu, len, resp, &rl), SCARD_S_SUCCESS);
-	cr_assert_eq(rl, n + 2, "source of %zu: %lu bytes back", n, (unsigned long)rl);
-	for (size_t i = 0; i < n; i++)
-		cr_assert_eq(resp[i], (uint8_t)i, "source of %zu: byte %zu", n, i);
-	cr_assert(resp[n] == 0x90 && resp[n + 1] == 0x00);
+	bt_assert_counting(resp, rl, n, "source");
 }
 
 static void select_ok(SCARDHANDLE h, LONG want)
