@@ -68,9 +68,6 @@ void calais__log_apdu(const char *domain, const char *what, const uint8_t *buf, 
  * (the passthrough backend refuses to load such a library: it would be itself). */
 #define CALAIS__SELF_MARK ((LONG)0x43414C53)
 
-/* Symbolic name of a PC/SC code ("SCARD_E_TIMEOUT"), or NULL (lib/error.c). */
-const char *calais__error_name(LONG rv);
-
 /* ---- ATR -------------------------------------------------------------------------- */
 
 /* A parsed ATR (lib/atr.c). Defaults fill whatever the card leaves out. */
@@ -355,7 +352,6 @@ struct calais__manager {
 	unsigned active_calls;
 
 	struct calais_config cfg;
-	char *cfg_backends;
 
 	calais_backend_instance *backends; /* start_lock */
 
@@ -375,7 +371,6 @@ struct calais__manager {
 	calais__thread_t worker;
 	bool worker_running;
 	bool worker_wake;
-	bool have_polling;
 };
 
 extern struct calais__manager calais__mgr;
