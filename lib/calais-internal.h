@@ -413,7 +413,7 @@ LONG (*calais__reader_hold_fn(const struct calais_reader *r))(calais_reader *, b
  * reader's io_lock already. */
 LONG calais__reader_hold(struct calais_reader *r, bool io_locked);
 
-/* lib/winscard.c */
+/* lib/context.c */
 void calais__contexts_free_all(void);
 
 /* Built-in backends (lib/backends.c lists them). */
