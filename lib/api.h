@@ -38,10 +38,29 @@ void calais__disconnect(struct calais_handle *h, DWORD disp);
 /* Marks the use of h's transaction, if h holds one (the transaction timeout). */
 void calais__touch_tx(struct calais_handle *h);
 
-/* The reader's I/O section (mgr.lock held on entry and exit): waits for h's turn (with
- * check_events, a pending reset or removal is reported first) and takes the reader's
- * io_lock; calais__io_end() gives it back. */
-LONG calais__acquire_io(struct calais_handle *h, bool check_events);
-void calais__io_end(struct calais_reader *r);
+/* A call on a card handle that works inside the reader's I/O section: SCardTransmit,
+ * SCardControl, SCardGetAttrib, SCardSetAttrib, SCardReconnect. */
+struct calais__call {
+	struct calais_handle *h;
+	/* h's reader when the section began: h->reader is cleared if another thread
+	 * disconnects h while mgr.lock is dropped, and the section is still this one's. */
+	struct calais_reader *r;
+};
+
+/* Enters the manager, looks hCard up and holds it, waits for the reader's turn (with
+ * check_events, a pending reset or removal is reported first) and takes its io_lock.
+ * On success mgr.lock and the io_lock are held; otherwise everything is undone and the
+ * call's return code is returned. */
+LONG calais__call_begin(struct calais__call *call, SCARDHANDLE hCard, bool check_events);
+
+/* What calais__call_end() does after the I/O section, from the backend's answer. */
+enum {
+	CALAIS__CALL_REMOVED = 1 << 0, /* SCARD_W_REMOVED_CARD: report the card removed */
+	CALAIS__CALL_LOST = 1 << 1,    /* SCARD_E_READER_UNAVAILABLE: report the reader lost */
+};
+
+/* Ends the I/O section, does the follow_up (CALAIS__CALL_*) rv calls for, releases the
+ * handle and leaves the manager; returns rv. */
+LONG calais__call_end(struct calais__call *call, LONG rv, unsigned follow_up);
 
 #endif /* CALAIS_API_H */

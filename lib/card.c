@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The PC/SC API's card handles: the reader's turn and I/O section, connecting (power,
- * protocol choice, sharing), reconnecting, disconnecting with a disposition,
- * transactions, and SCardStatus(). */
+/* The PC/SC API's card handles: the reader's turn and I/O section (with the begin and
+ * end of every call that works in one), connecting (power, protocol choice, sharing),
+ * reconnecting, disconnecting with a disposition, transactions, and SCardStatus(). */
 #include "api.h"
 
 #include <stdlib.h>
@@ -21,7 +21,7 @@ static void io_begin(struct calais_reader *r)
 	r->io_busy++;
 }
 
-void calais__io_end(struct calais_reader *r)
+static void io_end(struct calais_reader *r)
 {
 	r->io_busy--;
 	calais__mutex_unlock(&r->io_lock);
@@ -70,7 +70,7 @@ static LONG wait_turn(struct calais_handle *h, bool check_events)
 
 /* wait_turn() plus the reader's io_lock; on success both locks are held and the
  * conditions still hold. */
-LONG calais__acquire_io(struct calais_handle *h, bool check_events)
+static LONG acquire_io(struct calais_handle *h, bool check_events)
 {
 	for (;;) {
 		LONG rv = wait_turn(h, check_events);
@@ -82,7 +82,7 @@ LONG calais__acquire_io(struct calais_handle *h, bool check_events)
 		if (h->reader == r && !r->removed && !h->dead && (!r->tx_owner || r->tx_owner == h) &&
 		    !(check_events && h->pending) && !M->stopping)
 			return SCARD_S_SUCCESS;
-		calais__io_end(r);
+		io_end(r);
 	}
 }
 
@@ -90,6 +90,43 @@ void calais__touch_tx(struct calais_handle *h)
 {
 	if (h->reader && h->reader->tx_owner == h)
 		h->reader->tx_last_use_ms = calais__now_ms();
+}
+
+/* One prologue and one epilogue for the calls in an I/O section (lib/api.h). */
+LONG calais__call_begin(struct calais__call *call, SCARDHANDLE hCard, bool check_events)
+{
+	if (calais__enter() != SCARD_S_SUCCESS)
+		return SCARD_E_INVALID_HANDLE;
+	struct calais_handle *h = calais__handle_get(hCard);
+	if (!h)
+		return calais__leave(SCARD_E_INVALID_HANDLE);
+	LONG rv = acquire_io(h, check_events);
+	if (rv != SCARD_S_SUCCESS) {
+		calais__handle_unref(h);
+		return calais__leave(rv);
+	}
+	call->h = h;
+	call->r = h->reader;
+	return SCARD_S_SUCCESS;
+}
+
+LONG calais__call_end(struct calais__call *call, LONG rv, unsigned follow_up)
+{
+	struct calais_reader *r = call->r;
+	io_end(r);
+	/* Reported without mgr.lock: both take it themselves. */
+	if ((follow_up & CALAIS__CALL_REMOVED) && rv == SCARD_W_REMOVED_CARD &&
+	    r->card != CALAIS__CARD_ABSENT) {
+		calais__mutex_unlock(&M->lock);
+		calais_reader_card_event(r, false);
+		calais__mutex_lock(&M->lock);
+	} else if ((follow_up & CALAIS__CALL_LOST) && rv == SCARD_E_READER_UNAVAILABLE) {
+		calais__mutex_unlock(&M->lock);
+		calais__reader_lost(r);
+		calais__mutex_lock(&M->lock);
+	}
+	calais__handle_unref(call->h);
+	return calais__leave(rv);
 }
 
 /* ---- connecting ----------------------------------------------------------------------- */
@@ -291,7 +328,7 @@ LONG SCardConnect(SCARDCONTEXT hContext, LPCSTR szReader, DWORD dwShareMode,
 	} else if (r->n_handles == 0) {
 		calais__reader_schedule_power_down(r);
 	}
-	calais__io_end(r);
+	io_end(r);
 	calais__ctx_unref(c);
 	return calais__leave(rv);
 }
@@ -349,7 +386,7 @@ void calais__disconnect(struct calais_handle *h, DWORD disp)
 		if (touch && !r->removed) {
 			io_begin(r);
 			apply_disposition(r, NULL, disp, false);
-			calais__io_end(r);
+			io_end(r);
 		}
 		calais__reader_schedule_power_down(r);
 		calais__reader_state_changed(r);
@@ -386,18 +423,12 @@ LONG SCardReconnect(SCARDHANDLE hCard, DWORD dwShareMode, DWORD dwPreferredProto
 		return SCARD_E_INVALID_VALUE;
 	if (dwShareMode != SCARD_SHARE_DIRECT && !valid_protocols(dwPreferredProtocols))
 		return SCARD_E_PROTO_MISMATCH;
-	if (calais__enter() != SCARD_S_SUCCESS)
-		return SCARD_E_INVALID_HANDLE;
-	struct calais_handle *h = calais__handle_get(hCard);
-	if (!h)
-		return calais__leave(SCARD_E_INVALID_HANDLE);
-
-	LONG rv = calais__acquire_io(h, false);
-	if (rv != SCARD_S_SUCCESS) {
-		calais__handle_unref(h);
-		return calais__leave(rv);
-	}
-	struct calais_reader *r = h->reader;
+	struct calais__call call;
+	LONG rv = calais__call_begin(&call, hCard, false);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	struct calais_handle *h = call.h;
+	struct calais_reader *r = call.r;
 	/* Sharing: becoming exclusive needs to be the only connection. */
 	int others = r->sharing < 0 ? 0 : r->sharing - (h->share == SCARD_SHARE_EXCLUSIVE ? 0 : 1);
 	if (dwShareMode == SCARD_SHARE_EXCLUSIVE && others > 0 && h->share != SCARD_SHARE_EXCLUSIVE)
@@ -435,9 +466,7 @@ LONG SCardReconnect(SCARDHANDLE hCard, DWORD dwShareMode, DWORD dwPreferredProto
 		calais__touch_tx(h);
 		calais__reader_state_changed(r);
 	}
-	calais__io_end(r);
-	calais__handle_unref(h);
-	return calais__leave(rv);
+	return calais__call_end(&call, rv, 0);
 }
 
 
@@ -496,7 +525,7 @@ LONG SCardEndTransaction(SCARDHANDLE hCard, DWORD dwDisposition)
 			io_begin(r);
 			/* The caller is told of its own reset too, as in pcsc-lite. */
 			apply_disposition(r, h, dwDisposition, true);
-			calais__io_end(r);
+			io_end(r);
 		}
 		if (r->tx_owner == h && --r->tx_depth == 0)
 			calais__reader_release_tx(r);

@@ -17,17 +17,12 @@ LONG SCardTransmit(SCARDHANDLE hCard, const SCARD_IO_REQUEST *pioSendPci, LPCBYT
 		return SCARD_E_INVALID_PARAMETER;
 	if (cbSendLength > MAX_BUFFER_SIZE_EXTENDED || *pcbRecvLength < 2)
 		return SCARD_E_INSUFFICIENT_BUFFER;
-	if (calais__enter() != SCARD_S_SUCCESS)
-		return SCARD_E_INVALID_HANDLE;
-	struct calais_handle *h = calais__handle_get(hCard);
-	if (!h)
-		return calais__leave(SCARD_E_INVALID_HANDLE);
-	LONG rv = calais__acquire_io(h, true);
-	if (rv != SCARD_S_SUCCESS) {
-		calais__handle_unref(h);
-		return calais__leave(rv);
-	}
-	struct calais_reader *r = h->reader;
+	struct calais__call call;
+	LONG rv = calais__call_begin(&call, hCard, true);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	struct calais_handle *h = call.h;
+	struct calais_reader *r = call.r;
 	DWORD proto = pioSendPci->dwProtocol;
 	if (proto == CALAIS__PROTOCOL_ANY_OLD)
 		proto = h->protocol;
@@ -72,18 +67,7 @@ LONG SCardTransmit(SCARDHANDLE hCard, const SCARD_IO_REQUEST *pioSendPci, LPCBYT
 		}
 		calais__touch_tx(h);
 	}
-	calais__io_end(r);
-	if (rv == SCARD_W_REMOVED_CARD && r->card != CALAIS__CARD_ABSENT) {
-		calais__mutex_unlock(&M->lock);
-		calais_reader_card_event(r, false);
-		calais__mutex_lock(&M->lock);
-	} else if (rv == SCARD_E_READER_UNAVAILABLE) {
-		calais__mutex_unlock(&M->lock);
-		calais__reader_lost(r);
-		calais__mutex_lock(&M->lock);
-	}
-	calais__handle_unref(h);
-	return calais__leave(rv);
+	return calais__call_end(&call, rv, CALAIS__CALL_REMOVED | CALAIS__CALL_LOST);
 }
 
 /* The part 10 feature list, answered from what the backend declared. */
@@ -115,17 +99,12 @@ LONG SCardControl(SCARDHANDLE hCard, DWORD dwControlCode, LPCVOID pbSendBuffer, 
 	if (cbSendLength > MAX_BUFFER_SIZE_EXTENDED)
 		return SCARD_E_INSUFFICIENT_BUFFER;
 	*lpBytesReturned = 0;
-	if (calais__enter() != SCARD_S_SUCCESS)
-		return SCARD_E_INVALID_HANDLE;
-	struct calais_handle *h = calais__handle_get(hCard);
-	if (!h)
-		return calais__leave(SCARD_E_INVALID_HANDLE);
-	LONG rv = calais__acquire_io(h, false);
-	if (rv != SCARD_S_SUCCESS) {
-		calais__handle_unref(h);
-		return calais__leave(rv);
-	}
-	struct calais_reader *r = h->reader;
+	struct calais__call call;
+	LONG rv = calais__call_begin(&call, hCard, false);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	struct calais_handle *h = call.h;
+	struct calais_reader *r = call.r;
 	if (dwControlCode == CM_IOCTL_GET_FEATURE_REQUEST) {
 		rv = feature_request(r, pbRecvBuffer, cbRecvLength, lpBytesReturned);
 	} else if (!r->bi->be->control) {
@@ -145,14 +124,7 @@ LONG SCardControl(SCARDHANDLE hCard, DWORD dwControlCode, LPCVOID pbSendBuffer, 
 			*lpBytesReturned = (DWORD)out_len;
 	}
 	calais__touch_tx(h);
-	calais__io_end(r);
-	if (rv == SCARD_E_READER_UNAVAILABLE) {
-		calais__mutex_unlock(&M->lock);
-		calais__reader_lost(r);
-		calais__mutex_lock(&M->lock);
-	}
-	calais__handle_unref(h);
-	return calais__leave(rv);
+	return calais__call_end(&call, rv, CALAIS__CALL_LOST);
 }
 
 /* ---- attributes ------------------------------------------------------------------------ */
@@ -223,17 +195,12 @@ LONG SCardGetAttrib(SCARDHANDLE hCard, DWORD dwAttrId, LPBYTE pbAttr, LPDWORD pc
 		return SCARD_E_INVALID_PARAMETER;
 	if (*pcbAttrLen == SCARD_AUTOALLOCATE && !pbAttr)
 		return SCARD_E_INVALID_PARAMETER;
-	if (calais__enter() != SCARD_S_SUCCESS)
-		return SCARD_E_INVALID_HANDLE;
-	struct calais_handle *h = calais__handle_get(hCard);
-	if (!h)
-		return calais__leave(SCARD_E_INVALID_HANDLE);
-	LONG rv = calais__acquire_io(h, true);
-	if (rv != SCARD_S_SUCCESS) {
-		calais__handle_unref(h);
-		return calais__leave(rv);
-	}
-	struct calais_reader *r = h->reader;
+	struct calais__call call;
+	LONG rv = calais__call_begin(&call, hCard, true);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	struct calais_handle *h = call.h;
+	struct calais_reader *r = call.r;
 	uint8_t value[MAX_BUFFER_SIZE + MAX_READERNAME];
 	size_t len = sizeof(value);
 	/* Readers of another manager know their descriptive attributes better than their
@@ -267,26 +234,19 @@ LONG SCardGetAttrib(SCARDHANDLE hCard, DWORD dwAttrId, LPBYTE pbAttr, LPDWORD pc
 	if (rv == SCARD_S_SUCCESS)
 		rv = calais__put_out(pbAttr, pcbAttrLen, value, len, false);
 	calais__touch_tx(h);
-	calais__io_end(r);
-	calais__handle_unref(h);
-	return calais__leave(rv);
+	return calais__call_end(&call, rv, 0);
 }
 
 LONG SCardSetAttrib(SCARDHANDLE hCard, DWORD dwAttrId, LPCBYTE pbAttr, DWORD cbAttrLen)
 {
 	if (!pbAttr || cbAttrLen == 0)
 		return SCARD_E_INVALID_PARAMETER;
-	if (calais__enter() != SCARD_S_SUCCESS)
-		return SCARD_E_INVALID_HANDLE;
-	struct calais_handle *h = calais__handle_get(hCard);
-	if (!h)
-		return calais__leave(SCARD_E_INVALID_HANDLE);
-	LONG rv = calais__acquire_io(h, true);
-	if (rv != SCARD_S_SUCCESS) {
-		calais__handle_unref(h);
-		return calais__leave(rv);
-	}
-	struct calais_reader *r = h->reader;
+	struct calais__call call;
+	LONG rv = calais__call_begin(&call, hCard, true);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	struct calais_handle *h = call.h;
+	struct calais_reader *r = call.r;
 	if (!r->bi->be->set_attrib) {
 		rv = SCARD_E_UNSUPPORTED_FEATURE;
 	} else {
@@ -295,7 +255,5 @@ LONG SCardSetAttrib(SCARDHANDLE hCard, DWORD dwAttrId, LPCBYTE pbAttr, DWORD cbA
 		calais__mutex_lock(&M->lock);
 	}
 	calais__touch_tx(h);
-	calais__io_end(r);
-	calais__handle_unref(h);
-	return calais__leave(rv);
+	return calais__call_end(&call, rv, 0);
 }
