@@ -71,9 +71,6 @@ void calais__log_apdu(const char *domain, const char *what, const uint8_t *buf, 
  * (the passthrough backend refuses to load such a library: it would be itself). */
 #define CALAIS__SELF_MARK ((LONG)0x43414C53)
 
-/* Symbolic name of a PC/SC code ("SCARD_E_TIMEOUT"), or NULL (lib/error.c). */
-const char *calais__error_name(LONG rv);
-
 /* ---- ATR -------------------------------------------------------------------------- */
 
 /* A parsed ATR (lib/atr.c). Defaults fill whatever the card leaves out. */
@@ -381,7 +378,6 @@ struct calais__manager {
 	unsigned active_calls;
 
 	struct calais_config cfg;
-	char *cfg_backends;
 
 	calais_backend_instance *backends; /* start_lock */
 
@@ -471,7 +467,7 @@ void calais__jobs_send_cancel(struct calais_reader *r);
 /* In a child after fork(): forgets the parent's threads. */
 void calais__jobs_forget(void);
 
-/* lib/winscard.c */
+/* lib/context.c */
 void calais__contexts_free_all(void);
 
 /* Built-in backends (lib/backends.c lists them). */
