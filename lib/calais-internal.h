@@ -283,6 +283,7 @@ struct calais_reader {
 	size_t atr_len;
 	uint32_t protocol;       /* negotiated protocol; 0 until the first connect */
 	uint16_t event_counter;  /* card events, upper 16 bits of dwEventState */
+	uint32_t card_gen;       /* every insertion and removal the backend reported */
 	int sharing;             /* -1 exclusive, else number of connections */
 	unsigned n_handles;
 	struct calais_handle *handles; /* handles connected to this reader */
