@@ -5,7 +5,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "calais-internal.h"
+#include "iso7816/iso7816.h"
 
 /* The simulated card's behaviour for the next commands. */
 struct card {

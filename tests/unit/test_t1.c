@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "calais-internal.h"
+#include "iso7816/iso7816.h"
 
 enum fault { F_NONE, F_DROP, F_BAD_EDC, F_BAD_SEQ, F_WTX, F_IFS, F_ABORT, F_GARBAGE };
 
