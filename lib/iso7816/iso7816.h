@@ -118,8 +118,16 @@ struct calais__t0_io {
 	uint32_t wt_ms;          /* the waiting time WT from the protocol parameters */
 	unsigned max_nulls;      /* NULL procedure bytes tolerated in a row */
 	bool auto_get_response;  /* follow 61xx and 6Cxx (on by default in readers) */
+	/* The exchange's bounds: every wait is cut to what is left before deadline_ms
+	 * (calais__now_ms() clock; 0: none), and the exchange ends with SCARD_E_TIMEOUT once
+	 * it has passed; cancelled (optional) is asked between waits and ends it with
+	 * SCARD_E_CANCELLED. The transport still ends a wait in progress on cancel itself. */
+	uint64_t deadline_ms;
+	bool (*cancelled)(void *user);
 };
-/* One APDU: case mapping, 61xx/6Cxx, ENVELOPE for extended APDUs. */
+/* One APDU: case mapping, 61xx/6Cxx, ENVELOPE for extended APDUs. Bounded by the fields
+ * above: NULL bytes (max_nulls in a row, their total wait by the deadline), 61xx rounds
+ * (256), every byte or TPDU wait (WT, cut to the deadline). */
 LONG calais__t0_transceive(const struct calais__t0_io *io, const uint8_t *apdu, size_t n,
                            uint8_t *resp, size_t *resp_len);
 
@@ -135,13 +143,36 @@ struct calais__t1 {
 	uint32_t bwt_ms;  /* from the protocol parameters; WTX multiplies it */
 	uint32_t cwt_ms;  /* between characters on a byte link */
 	uint8_t nad;      /* node address byte we send (00: none) */
+	const char *name; /* the reader, for log lines (NULL: none) */
+	/* The exchange's bounds, set by the caller before each call (kept by init): every
+	 * block and character wait is cut to what is left before deadline_ms (calais__now_ms()
+	 * clock; 0: none), and the call ends with SCARD_E_TIMEOUT once it has passed;
+	 * cancelled (optional) is asked before each block and ends the call with
+	 * SCARD_E_CANCELLED. The transport still ends a wait in progress on cancel itself. */
+	uint64_t deadline_ms;
+	bool (*cancelled)(void *user);
 	/* State from here on, reset by calais__t1_init(). */
 	uint8_t ns, nr;
 	uint8_t ifsc, ifsd;
 	bool crc;
 	uint8_t last[3 + 254 + 2];
 	size_t last_len;
+	/* Per call: S-requests counted against their caps, the deadline passed. */
+	unsigned n_wtx, n_wtx_quick, n_ifs;
+	uint64_t sent_us; /* when the last block went out */
+	bool expired;
 };
+/* The caps on the card's S-requests within one call (one APDU, an IFSD request or an
+ * ABORT); beyond one, the call ends with SCARD_F_COMM_ERROR and a warning:
+ * - S(WTX) asked again "at once" (within a tenth of BWT of our block, so the time it
+ *   was granted went unused) more than CALAIS__T1_MAX_WTX_QUICK times in a row: a storm.
+ *   A slow card asking once per BWT (an RSA key generation) is not one;
+ * - S(WTX) more than CALAIS__T1_MAX_WTX times in all (over 5 minutes at the shortest BWT
+ *   of a 4 MHz card, 89 ms); the deadline is the bound that normally ends such a call;
+ * - S(IFS) more than CALAIS__T1_MAX_IFS times (a card sets its IFSC once). */
+#define CALAIS__T1_MAX_WTX_QUICK 8
+#define CALAIS__T1_MAX_WTX 4096
+#define CALAIS__T1_MAX_IFS 16
 void calais__t1_init(struct calais__t1 *t, const struct calais__atr *a);
 /* Host-initiated ABORT of a chain (S(ABORT request)); RESYNCH when unanswered. */
 LONG calais__t1_abort(struct calais__t1 *t);
