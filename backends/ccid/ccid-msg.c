@@ -496,6 +496,7 @@ static LONG command(struct calais__ccid_port *p, struct calais__ccid_wait *w, ui
 				          "requests, %u of them at once in a row; command aborted",
 				          p->name, type, slot, extensions, quick);
 				abort_command(p, w);
+				rep->storm = true;
 				return SCARD_F_COMM_ERROR;
 			}
 			uint64_t t = (uint64_t)timeout_ms * (rep->error ? rep->error : 1);

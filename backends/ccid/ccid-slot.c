@@ -188,8 +188,8 @@ static LONG xfr_block(struct calais__ccid_slot *s, const uint8_t *tx, size_t n, 
 {
 	struct calais__ccid_reply r;
 	uint8_t hdr[3] = { bwi, (uint8_t)level, (uint8_t)(level >> 8) };
-	LONG rv = cmd(s, CALAIS__PC_XFR_BLOCK, hdr, tx, n, &r,
-	                               timeout_ms);
+	LONG rv = cmd(s, CALAIS__PC_XFR_BLOCK, hdr, tx, n, &r, timeout_ms);
+	s->storm = r.storm;
 	if (rv == SCARD_E_NO_SMARTCARD)
 		rv = SCARD_W_REMOVED_CARD;
 	if (rv != SCARD_S_SUCCESS)
@@ -269,11 +269,21 @@ static LONG xfr_extended(struct calais__ccid_slot *s, const uint8_t *tx, size_t 
 
 /* ---- the ISO 7816-3 engine's transports ------------------------------------------------ */
 
+/* A reader's time-extension storm is no transmission error for the engine to retry
+ * (it would only start another): it ends the exchange, with SCARD_F_COMM_ERROR once out
+ * of the engine (calais__ccid_transmit). */
+#define STORM_RV SCARD_E_COMM_DATA_LOST
+
+static LONG engine_rv(const struct calais__ccid_slot *s, LONG rv)
+{
+	return s->storm ? STORM_RV : rv;
+}
+
 static LONG t0_tpdu(void *user, const uint8_t *tpdu, size_t n, uint8_t *resp, size_t *resp_len,
                     uint32_t timeout_ms)
 {
 	struct calais__ccid_slot *s = user;
-	return xfr_block(s, tpdu, n, 0, 0, resp, resp_len, s->timeout_ms, NULL);
+	return engine_rv(s, xfr_block(s, tpdu, n, 0, 0, resp, resp_len, s->timeout_ms, NULL));
 }
 
 static LONG t1_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, size_t *rx_len,
@@ -284,8 +294,8 @@ static LONG t1_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, size_
 	uint32_t bwt = s->t1.bwt_ms ? s->t1.bwt_ms : 1;
 	uint32_t mult = timeout_ms / bwt;
 	uint8_t bwi = mult > 1 ? (uint8_t)(mult > 255 ? 255 : mult) : 0;
-	return xfr_block(s, blk, n, 0, bwi, rx, rx_len, s->timeout_ms * (mult > 1 ? mult : 1),
-	                 NULL);
+	return engine_rv(s, xfr_block(s, blk, n, 0, bwi, rx, rx_len,
+	                              s->timeout_ms * (mult > 1 ? mult : 1), NULL));
 }
 
 /* Character level: bytes to send wait in s->chr until the next read, which sends them
@@ -307,6 +317,8 @@ static LONG chr_recv(void *user, uint8_t *b, size_t n, uint32_t timeout_ms)
 	LONG rv = xfr_block(s, s->chr, s->chr_len, (uint16_t)n, 0, b, &len,
 	                    timeout_ms > s->timeout_ms ? timeout_ms : s->timeout_ms, NULL);
 	s->chr_len = 0;
+	if (s->storm)
+		return STORM_RV;
 	if (rv == SCARD_W_UNRESPONSIVE_CARD)
 		return SCARD_E_TIMEOUT;
 	if (rv == SCARD_S_SUCCESS && len != n) {
@@ -516,6 +528,9 @@ LONG calais__ccid_transmit(struct calais__ccid_slot *s, uint32_t protocol, const
 		break;
 	}
 out:
+	if (rv == STORM_RV && s->storm)
+		rv = SCARD_F_COMM_ERROR;
+	s->storm = false;
 	s->deadline_ms = 0; /* this exchange's only */
 	calais__ccid_leave(s->port);
 	return rv;

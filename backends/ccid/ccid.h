@@ -172,6 +172,7 @@ struct calais__ccid_reply {
 	uint8_t type, slot, seq, status, error, param;
 	const uint8_t *data;
 	size_t len;
+	bool storm; /* the command ended in a time-extension storm (SCARD_F_COMM_ERROR) */
 };
 
 LONG calais__ccid_port_init(struct calais__ccid_port *p, uint32_t max_msg);
@@ -234,6 +235,7 @@ struct calais__ccid_slot {
 	uint64_t deadline_ms;
 	uint8_t chr[5 + 256 + 4];   /* character level: bytes sent, flushed by the next read */
 	size_t chr_len;
+	bool storm;                 /* the last command ended in a time-extension storm */
 };
 
 /* Every function below enters the port itself (calais__ccid_enter: port->lock on an
