@@ -71,6 +71,7 @@ struct ccidsim_dev {
 	unsigned intr_head, intr_count;
 	enum ccidsim_fault fault;
 	unsigned fault_count; /* 0 with a fault set: for ever */
+	int fault_slot;       /* the slot whose commands get it; -1: every slot */
 	/* ICCD: the answer the next DATA_BLOCK request returns. */
 	uint8_t iccd_block[1 + BIG];
 	size_t iccd_len;
@@ -618,8 +619,10 @@ static size_t command(ccidsim_dev *d, const uint8_t *m, size_t n, uint8_t *b)
 	}
 }
 
-static enum ccidsim_fault take_fault(ccidsim_dev *d)
+static enum ccidsim_fault take_fault(ccidsim_dev *d, uint8_t slot)
 {
+	if (d->fault_slot >= 0 && slot != d->fault_slot)
+		return CS_NONE;
 	enum ccidsim_fault f = d->fault;
 	if (f != CS_NONE && d->fault_count && --d->fault_count == 0)
 		d->fault = CS_NONE;
@@ -631,7 +634,7 @@ static enum calais__usb_status bulk_out(ccidsim_dev *d, const uint8_t *m, size_t
 {
 	if (n < 10)
 		return CALAIS__USB_STALL;
-	enum ccidsim_fault f = m[0] == 0x72 ? CS_NONE : take_fault(d);
+	enum ccidsim_fault f = m[0] == 0x72 ? CS_NONE : take_fault(d, m[5]);
 	if (f == CS_STALL_OUT) {
 		d->stats.commands[m[0]]++;
 		return CALAIS__USB_STALL;
@@ -1218,6 +1221,7 @@ ccidsim_dev *ccidsim_add(const struct ccidsim_cfg *cfg)
 	d->plugged = true;
 	d->busy = cfg->busy;
 	d->rng = 42;
+	d->fault_slot = -1;
 	build_config(d);
 	pthread_mutex_lock(&lock);
 	d->bus = 1;
@@ -1294,6 +1298,16 @@ void ccidsim_fault(ccidsim_dev *d, enum ccidsim_fault f, unsigned count)
 	pthread_mutex_lock(&lock);
 	d->fault = f;
 	d->fault_count = count;
+	d->fault_slot = -1;
+	pthread_mutex_unlock(&lock);
+}
+
+void ccidsim_fault_slot(ccidsim_dev *d, unsigned slot, enum ccidsim_fault f, unsigned count)
+{
+	pthread_mutex_lock(&lock);
+	d->fault = f;
+	d->fault_count = count;
+	d->fault_slot = (int)slot;
 	pthread_mutex_unlock(&lock);
 }
 

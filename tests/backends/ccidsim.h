@@ -88,6 +88,8 @@ void ccidsim_delay_next(ccidsim_dev *d, uint32_t ms);
 void ccidsim_storm_gap(ccidsim_dev *d, uint32_t ms);
 /* The next `count` commands get `f` (count 0: every command from now on). */
 void ccidsim_fault(ccidsim_dev *d, enum ccidsim_fault f, unsigned count);
+/* The same for the commands of one slot only. */
+void ccidsim_fault_slot(ccidsim_dev *d, unsigned slot, enum ccidsim_fault f, unsigned count);
 void ccidsim_set_busy(ccidsim_dev *d, bool busy);
 struct ccidsim_stats ccidsim_stats(ccidsim_dev *d);
 

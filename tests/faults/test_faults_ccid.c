@@ -183,8 +183,9 @@ static LONG connect_faulty(void *arg)
 }
 
 /* A T=1 card in the faulty reader, connected (in a transaction if asked), one APDU
- * answered, then `f` on the next command and an APDU started on its own thread that is
- * still running 50 ms later. */
+ * answered, then `f` on every command of its slot from now on (so the T=1 engine's
+ * retries meet it too, whatever the exchange limit) and an APDU started on its own thread that is still
+ * running 50 ms later. */
 static void stuck_exchange(struct fm_call *call, enum ccidsim_fault f, bool transaction)
 {
 	struct ccidsim_card c = card_t1();
@@ -194,16 +195,17 @@ static void stuck_exchange(struct fm_call *call, enum ccidsim_fault f, bool tran
 	if (transaction)
 		cr_assert_eq(SCardBeginTransaction(faulty_h), SCARD_S_SUCCESS);
 	cr_assert_eq(transmit_faulty(NULL), SCARD_S_SUCCESS);
-	ccidsim_fault(dev_a, f, 1);
+	ccidsim_fault_slot(dev_a, 0, f, 0);
 	fm_call_start(call, transmit_faulty, NULL);
 	struct timespec ts = { 0, 50 * 1000 * 1000 };
 	nanosleep(&ts, NULL);
 	cr_assert(!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE), "the exchange was not stuck");
 }
 
-/* The faulty reader works again after a reset. */
+/* The fault ends; the faulty reader works again after a reset. */
 static void faulty_recovers(void)
 {
+	ccidsim_fault_slot(dev_a, 0, CS_NONE, 0);
 	DWORD p;
 	cr_assert_eq(SCardReconnect(faulty_h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1,
 	                            SCARD_RESET_CARD, &p), SCARD_S_SUCCESS);
@@ -220,8 +222,16 @@ Test(faults_ccid, mute_card_at_power_up)
 	struct ccidsim_card c = card_t1();
 	c.mute = true;
 	ccidsim_delay_next(dev_a, (uint32_t)(ATR_DELAY_MS * fm_slow()));
+	unsigned ons = ccidsim_stats(dev_a).commands[0x62];
 	long t0 = fm_now_ms();
 	ccidsim_insert(dev_a, 0, &c);
+	/* The Connect comes once the power-up runs (the insertion reaches the core through
+	 * the interrupt thread). */
+	while (ccidsim_stats(dev_a).commands[0x62] == ons) {
+		cr_assert_lt(fm_now_ms() - t0, (long)(1000 * fm_slow()), "no IccPowerOn");
+		struct timespec ts = { 0, 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
 	struct fm_call call;
 	fm_call_start(&call, connect_faulty, NULL);
 	neighbours_see("mute card's power-up in progress on the other reader", true);
@@ -256,7 +266,7 @@ Test(faults_ccid, time_extension_storm)
 	ccidsim_insert(dev_a, 0, &c);
 	wait_presence(faulty_name, true);
 	cr_assert_eq(connect_faulty(NULL), SCARD_S_SUCCESS);
-	ccidsim_fault(dev_a, CS_TIME_EXT_STORM, 1);
+	ccidsim_fault_slot(dev_a, 0, CS_TIME_EXT_STORM, 1);
 	fm_call_start(&call, transmit_faulty, NULL);
 	fm_assert_call_ends(&call, SCARD_F_COMM_ERROR, call.started_ms, FM_END_MS,
 	                    "APDU through a time-extension storm");
