@@ -28,7 +28,8 @@
  *            by then is counted as missed and timed at that bound
  *
  * Samples are appended as "<label>\t<what>\t<microseconds>": insert (one per event),
- * first_establish (one per process), missed (the count, when not 0).
+ * first_establish (one per process), missed and mute (counts, when not 0: insertions not
+ * seen in time, and insertions shown MUTE although the card answers its ATR request).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -268,7 +269,7 @@ static int int_arg(const char *s)
 
 int main(int argc, char **argv)
 {
-	int c, missed = 0;
+	int c, missed = 0, mute = 0;
 	while ((c = getopt(argc, argv, "o:l:H:P:R:e:d:t:")) != -1) {
 		switch (c) {
 		case 'o': opt.out = optarg; break;
@@ -330,6 +331,11 @@ int main(int argc, char **argv)
 			emit("insert", opt.timeout_ms * 1e3);
 		} else {
 			emit("insert", t - tc);
+			if (rs.dwEventState & SCARD_STATE_MUTE) {
+				mute++;
+				fprintf(stderr, "bench_neighbour[%s]: insertion %d shown MUTE\n",
+				        opt.label, i);
+			}
 		}
 		card_remove(&card);
 		if (wait_state(&rs, false, (unsigned)opt.timeout_ms + 500) < 0) {
@@ -340,6 +346,8 @@ int main(int argc, char **argv)
 	}
 	if (missed)
 		emit("missed", missed);
+	if (mute)
+		emit("mute", mute);
 
 	rv = SCardReleaseContext(ctx);
 	if (rv != SCARD_S_SUCCESS)
