@@ -155,8 +155,9 @@ def main():
 
     L.append("**Start-up** with the neighbour in place: the first `SCardEstablishContext` "
              "of each process (median over the rounds). pcsc-lite connects to the running "
-             "pcscd; Calais starts its manager and backends, which wait up to 150 ms for "
-             "cards already trying to connect, and then for the cards' ATRs.")
+             "pcscd; Calais starts its manager and backends (the vpcd backend waits up to "
+             "150 ms for cards already trying to connect, the core for the power-ups of "
+             "the cards present), so a neighbour that delays them shows here.")
     L.append("")
     L.append("| reader 0 | (a) pcscd | (b) Calais |")
     L.append("|---|---:|---:|")
