@@ -101,9 +101,12 @@ enum calais__card {
 /*
  * A reader slot.
  *
- * Locks (the order is fixed: start_lock, then a reader's io_lock, then mgr.lock; only
- * one io_lock at a time):
- * - io_lock serialises backend calls for this reader; taken without mgr.lock held.
+ * Locks (the order is fixed: start_lock, then a reader's io_lock, then its cancel_lock,
+ * then a backend's own locks, then mgr.lock; only one io_lock at a time):
+ * - io_lock serialises backend calls for this reader; taken without mgr.lock held, by
+ *   the application thread of a call or by the runner serving this reader (lib/jobs.c),
+ *   never by a thread that serves other readers.
+ * - cancel_lock orders a cancel with the start of the next I/O section (lib/jobs.c).
  * - Every other field is guarded by mgr.lock, except those set before publish and
  *   never changed (desc fields, names, bi, priv).
  */
@@ -129,11 +132,12 @@ struct calais_reader {
 	bool backend_present;   /* last presence the backend reported */
 	LONG unavailable;       /* calais_reader_set_unavailable(): why, or 0 */
 	bool held;              /* the backend's hold() is on (a transaction or exclusive) */
-	bool power_up_pending;  /* the worker must power the card up to read its ATR */
+	bool power_up_pending;  /* a runner must power the card up to read its ATR */
 	uint8_t atr[MAX_ATR_SIZE];
 	size_t atr_len;
 	uint32_t protocol;       /* negotiated protocol; 0 until the first connect */
 	uint16_t event_counter;  /* card events, upper 16 bits of dwEventState */
+	uint32_t card_gen;       /* every insertion and removal the backend reported */
 	int sharing;             /* -1 exclusive, else number of connections */
 	unsigned n_handles;
 	struct calais_handle *handles; /* handles connected to this reader */
@@ -150,6 +154,7 @@ struct calais_reader {
 	/* Jobs (mgr.lock; lib/jobs.c): a reader with a job due is queued for a runner
 	 * thread, which runs its jobs one after the other; one runner at a time. */
 	struct calais_reader *run_next; /* mgr.run_queue */
+	uint64_t queued_ms;             /* when it joined the queue */
 	bool job_queued, job_active;
 
 	/* The I/O section in progress and its cancel (mgr.lock; io_seq also under
@@ -218,13 +223,14 @@ struct calais__sc_waiter {
  * The manager: one per process.
  *
  * Lock order: start_lock (start, shutdown, backend registration) → a reader's io_lock →
- * lock. Waiters sleep on the condition variables with `lock` held. User callbacks (log)
- * may run with `lock` held and must not call back into the library.
+ * its cancel_lock → backend locks → lock. Waiters sleep on the condition variables with
+ * `lock` held. No user callback runs with any of them held (log lines wait in
+ * lib/log.c's queue until the thread holds none).
  */
 struct calais__manager {
 	calais__mutex_t lock;
 	calais__cond_t state_cond;  /* a reader's state changed (start-up waits for ATRs) */
-	calais__cond_t worker_cond; /* work for the worker thread */
+	calais__cond_t worker_cond; /* work for the scheduler (lib/jobs.c) */
 	calais__cond_t drain_cond;  /* active_calls reached zero */
 
 	bool running;  /* lock */
@@ -257,15 +263,18 @@ struct calais__manager {
 	struct calais_reader *run_queue, **run_tail;
 	struct calais__runner *runners; /* every runner thread not yet joined */
 	unsigned n_runners, n_idle, n_woken;
+	uint64_t last_spawn_ms;         /* when the pool last grew */
 	bool ready; /* start-up finished: SCardEstablishContext() may proceed */
 };
 
 extern struct calais__manager calais__mgr;
 
 /* lib/manager.c */
+/* The manager started and its start-up finished (waits for one in progress, or makes
+ * one); SCARD_E_NO_SERVICE during a shutdown or when the start fails. No lock held. */
 LONG calais__ensure_started(void);
 uint32_t calais__random32(void); /* mgr.lock held */
-void calais__worker_kick(void);  /* mgr.lock held */
+void calais__worker_kick(void);  /* wakes the scheduler (lib/jobs.c); mgr.lock held */
 calais_backend_instance *calais__backend_activate(const struct calais_backend *be);
 bool calais__backend_configured(calais_backend_instance *bi);
 const char *calais__getenv(const char *name);
@@ -324,7 +333,7 @@ void calais__jobs_forget(void);
 /* lib/context.c */
 void calais__contexts_free_all(void);
 
-/* Built-in backends (lib/backends.c lists them). */
+/* Built-in backends (the `builtin` table in lib/manager.c lists them). */
 extern const struct calais_backend calais__backend_sim;
 extern const struct calais_backend calais__backend_ccid;
 extern const struct calais_backend calais__backend_pcsc;
