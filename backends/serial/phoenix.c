@@ -128,7 +128,7 @@ static LONG line_set(struct calais__sreader *s)
 	/* The UART runs the standard rates only; the rate list offered to PPS says so. */
 	if (calais__serial_configure(s->fd, p->bps, p->inverse ? CALAIS__PARITY_ODD
 	                                                        : CALAIS__PARITY_EVEN,
-	                             2, true) != CALAIS__SERIAL_OK) {
+	                             2, true) != SCARD_S_SUCCESS) {
 		ser_log(CALAIS_LOG_WARNING, "%s: cannot set the line to %u bps", s->path, p->bps);
 		return SCARD_F_COMM_ERROR;
 	}
@@ -145,11 +145,10 @@ static LONG rx_raw(struct calais__sreader *s, uint8_t *b, uint32_t timeout_ms)
 			return SCARD_E_CANCELLED;
 		uint64_t now = calais__now_ms();
 		uint32_t left = now >= deadline ? 0 : (uint32_t)(deadline - now);
-		enum calais__serial_status st =
-			calais__serial_read(s->fd, b, 1, left < SLICE_MS ? left : SLICE_MS);
-		if (st == CALAIS__SERIAL_OK)
+		LONG rv = calais__serial_read(s->fd, b, 1, NULL, left < SLICE_MS ? left : SLICE_MS);
+		if (rv == SCARD_S_SUCCESS)
 			return SCARD_S_SUCCESS;
-		if (st != CALAIS__SERIAL_TIMEOUT) {
+		if (rv != SCARD_E_TIMEOUT) {
 			calais__serial_lost(s, "read");
 			return SCARD_E_READER_UNAVAILABLE;
 		}
@@ -204,7 +203,7 @@ static LONG tx(struct calais__sreader *s, const uint8_t *b, size_t n, uint8_t *e
 			w[i] = conv(p, b[off + i]);
 		if (off && step == 1)
 			calais__sleep_us(p->guard_n * p->etu_us);
-		if (calais__serial_write(s->fd, w, k, ECHO_MS) != CALAIS__SERIAL_OK) {
+		if (calais__serial_write(s->fd, w, k, ECHO_MS) != SCARD_S_SUCCESS) {
 			calais__serial_lost(s, "write");
 			return SCARD_E_READER_UNAVAILABLE;
 		}
@@ -339,8 +338,7 @@ static void detect(struct calais__sreader *s, bool *present, bool *known)
 			return;
 	} else {
 		unsigned lines = 0;
-		enum calais__serial_status st = calais__serial_modem(s->fd, &lines);
-		if (st != CALAIS__SERIAL_OK) {
+		if (calais__serial_modem(s->fd, &lines) != SCARD_S_SUCCESS) {
 			ser_log(CALAIS_LOG_WARNING, "%s: the modem status lines cannot be read; "
 			        "card presence by reset instead", s->path);
 			p->detect = CALAIS__DETECT_NONE;
@@ -630,7 +628,7 @@ void calais__phoenix_setup(struct calais__sreader *s)
 
 bool calais__phoenix_open(struct calais__sreader *s)
 {
-	calais__serial_t fd;
+	calais__serial_t *fd;
 	if (!calais__serial_port_open(s, initial_rate(s->ph.clock_khz), CALAIS__PARITY_EVEN, true,
 	                              &fd))
 		return false;
@@ -652,10 +650,10 @@ bool calais__phoenix_open(struct calais__sreader *s)
 	 * answer the reset that opening the port caused on some adapters). */
 	static const uint8_t probe = 0x00;
 	bool echoed = false;
-	if (calais__serial_write(fd, &probe, 1, ECHO_MS) == CALAIS__SERIAL_OK) {
+	if (calais__serial_write(fd, &probe, 1, ECHO_MS) == SCARD_S_SUCCESS) {
 		uint8_t c;
 		for (unsigned i = 0; i < 64 && !echoed; i++) {
-			if (calais__serial_read(fd, &c, 1, ECHO_MS) != CALAIS__SERIAL_OK)
+			if (calais__serial_read(fd, &c, 1, NULL, ECHO_MS) != SCARD_S_SUCCESS)
 				break;
 			echoed = c == probe;
 		}

@@ -53,7 +53,7 @@ struct calais__sreader {
 	char path[256];
 	const char *model_name;
 	calais_reader *r;
-	calais__serial_t fd;
+	calais__serial_t *fd;
 	atomic_bool open;          /* changed under port.lock */
 	bool down_logged;
 	struct calais__ccid_desc desc;
@@ -72,7 +72,7 @@ struct calais__sreader {
  * when it cannot be had. */
 bool calais__serial_port_open(struct calais__sreader *s, uint32_t bps,
                               enum calais__serial_parity parity, bool mark_errors,
-                              calais__serial_t *fd);
+                              calais__serial_t **fd);
 /* A port lost (unplugged adapter): closed, the reader unavailable until the retry thread
  * opens it again. port.lock held. */
 void calais__serial_lost(struct calais__sreader *s, const char *why);

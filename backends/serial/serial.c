@@ -44,31 +44,32 @@ struct serial_priv {
 
 bool calais__serial_port_open(struct calais__sreader *s, uint32_t bps,
                               enum calais__serial_parity parity, bool mark_errors,
-                              calais__serial_t *fd)
+                              calais__serial_t **fd)
 {
-	enum calais__serial_status st = calais__serial_open(s->path, bps, parity, 2, mark_errors, fd);
-	if (st == CALAIS__SERIAL_OK)
+	LONG rv = calais__serial_open(s->path, bps, parity, 2, mark_errors, fd);
+	if (rv == SCARD_S_SUCCESS)
 		return true;
 	if (!s->down_logged)
 		ser_log(CALAIS_LOG_WARNING, "%s: cannot open the port (%s); the reader stays listed, "
 		        "unavailable, and the port is tried again every %u s", s->path,
-		        st == CALAIS__SERIAL_MISSING  ? "no such device"
-		        : st == CALAIS__SERIAL_BUSY   ? "in use by another process"
-		        : st == CALAIS__SERIAL_ACCESS ? "permission denied"
-		                                      : "error",
+		        rv == SCARD_E_READER_UNAVAILABLE  ? "no such device"
+		        : rv == SCARD_E_SHARING_VIOLATION ? "in use by another process"
+		        : rv == SCARD_E_NO_ACCESS         ? "permission denied"
+		                                          : pcsc_stringify_error(rv),
 		        RETRY_MS / 1000);
 	s->down_logged = true;
 	return false;
 }
 
-static LONG io_rv(struct calais__sreader *s, enum calais__serial_status st, const char *what)
+/* A failed port call: a device gone closes the port (the retry thread reopens it); a
+ * timeout is the caller's to judge; anything else is a communication error. */
+static LONG io_rv(struct calais__sreader *s, LONG rv, const char *what)
 {
-	switch (st) {
-	case CALAIS__SERIAL_OK:
-		return SCARD_S_SUCCESS;
-	case CALAIS__SERIAL_TIMEOUT:
-		return SCARD_E_TIMEOUT;
-	case CALAIS__SERIAL_MISSING:
+	switch (rv) {
+	case SCARD_S_SUCCESS:
+	case SCARD_E_TIMEOUT:
+		return rv;
+	case SCARD_E_READER_UNAVAILABLE:
 		calais__serial_lost(s, what);
 		return SCARD_E_READER_UNAVAILABLE;
 	default:
@@ -106,14 +107,14 @@ static LONG read_frame(struct calais__sreader *s, uint8_t *buf, size_t cap, size
 			return SCARD_F_COMM_ERROR;
 		}
 		uint8_t b;
-		LONG rv = io_rv(s, calais__serial_read(s->fd, &b, 1, wait), "read");
+		LONG rv = io_rv(s, calais__serial_read(s->fd, &b, 1, NULL, wait), "read");
 		if (rv != SCARD_S_SUCCESS)
 			return rv;
 		wait = BYTE_TIMEOUT_MS;
 		if (b == 0x50) {
 			/* Card movement, sent between frames. */
 			uint8_t st;
-			rv = io_rv(s, calais__serial_read(s->fd, &st, 1, BYTE_TIMEOUT_MS), "read");
+			rv = io_rv(s, calais__serial_read(s->fd, &st, 1, NULL, BYTE_TIMEOUT_MS), "read");
 			if (rv != SCARD_S_SUCCESS)
 				return rv;
 			if (st == 0x02 || st == 0x03) {
@@ -125,12 +126,12 @@ static LONG read_frame(struct calais__sreader *s, uint8_t *buf, size_t cap, size
 		if (b != 0x03)
 			continue; /* time-extension bytes (>= 0x80) and noise */
 		uint8_t ctrl;
-		rv = io_rv(s, calais__serial_read(s->fd, &ctrl, 1, BYTE_TIMEOUT_MS), "read");
+		rv = io_rv(s, calais__serial_read(s->fd, &ctrl, 1, NULL, BYTE_TIMEOUT_MS), "read");
 		if (rv != SCARD_S_SUCCESS)
 			return rv;
 		if (ctrl == 0x15) {
 			uint8_t lrc;
-			rv = io_rv(s, calais__serial_read(s->fd, &lrc, 1, BYTE_TIMEOUT_MS), "read");
+			rv = io_rv(s, calais__serial_read(s->fd, &lrc, 1, NULL, BYTE_TIMEOUT_MS), "read");
 			if (rv != SCARD_S_SUCCESS)
 				return rv;
 			*nak = true;
@@ -139,7 +140,7 @@ static LONG read_frame(struct calais__sreader *s, uint8_t *buf, size_t cap, size
 		if (ctrl != 0x06)
 			continue;
 		uint8_t hdr[CALAIS__CCID_HEADER];
-		rv = io_rv(s, calais__serial_read(s->fd, hdr, sizeof(hdr), BYTE_TIMEOUT_MS), "read");
+		rv = io_rv(s, calais__serial_read(s->fd, hdr, sizeof(hdr), NULL, BYTE_TIMEOUT_MS), "read");
 		if (rv != SCARD_S_SUCCESS)
 			return rv;
 		uint32_t len = (uint32_t)hdr[1] | (uint32_t)hdr[2] << 8 | (uint32_t)hdr[3] << 16 |
@@ -151,10 +152,10 @@ static LONG read_frame(struct calais__sreader *s, uint8_t *buf, size_t cap, size
 		}
 		memcpy(buf, hdr, sizeof(hdr));
 		uint8_t lrc;
-		rv = io_rv(s, calais__serial_read(s->fd, buf + sizeof(hdr), len, BYTE_TIMEOUT_MS),
+		rv = io_rv(s, calais__serial_read(s->fd, buf + sizeof(hdr), len, NULL, BYTE_TIMEOUT_MS),
 		           "read");
 		if (rv == SCARD_S_SUCCESS)
-			rv = io_rv(s, calais__serial_read(s->fd, &lrc, 1, BYTE_TIMEOUT_MS), "read");
+			rv = io_rv(s, calais__serial_read(s->fd, &lrc, 1, NULL, BYTE_TIMEOUT_MS), "read");
 		if (rv != SCARD_S_SUCCESS)
 			return rv == SCARD_E_TIMEOUT ? SCARD_F_COMM_ERROR : rv; /* a frame cut short */
 		uint8_t x = 0x03 ^ 0x06;
@@ -246,7 +247,7 @@ static LONG ser_recv(void *user, uint8_t *buf, size_t cap, size_t *n, uint32_t t
 /* Opens the port and greets the reader as libccid does; port.lock held. */
 static bool gem_open(struct calais__sreader *s)
 {
-	calais__serial_t fd;
+	calais__serial_t *fd;
 	if (!calais__serial_port_open(s, 115200, CALAIS__PARITY_NONE, false, &fd))
 		return false;
 	/* RTS low stops the reader's plug-and-play identification string. */
