@@ -150,25 +150,35 @@ void calais__serial_discard(calais__serial_t *s)
 	tcflush(s->fd, TCIOFLUSH);
 }
 
-LONG calais__serial_write(calais__serial_t *s, const uint8_t *b, size_t n, uint32_t timeout_ms)
+LONG calais__serial_write(calais__serial_t *s, const uint8_t *b, size_t n, size_t *done,
+                          uint32_t timeout_ms)
 {
-	while (n) {
-		ssize_t w = write(s->fd, b, n);
+	size_t k = 0;
+	LONG rv = SCARD_S_SUCCESS;
+	while (k < n) {
+		ssize_t w = write(s->fd, b + k, n - k);
 		if (w > 0) {
-			b += w;
-			n -= (size_t)w;
+			k += (size_t)w;
 			continue;
 		}
-		if (w < 0 && errno != EAGAIN && errno != EINTR)
-			return native(s->path, "write", errno, false);
+		if (w < 0 && errno != EAGAIN && errno != EINTR) {
+			rv = native(s->path, "write", errno, false);
+			break;
+		}
 		struct pollfd p = { s->fd, POLLOUT, 0 };
 		int r = poll(&p, 1, (int)timeout_ms);
-		if (r == 0)
-			return SCARD_E_TIMEOUT;
-		if (r < 0 && errno != EINTR)
-			return native(s->path, "poll", errno, false);
+		if (r == 0) {
+			rv = SCARD_E_TIMEOUT;
+			break;
+		}
+		if (r < 0 && errno != EINTR) {
+			rv = native(s->path, "poll", errno, false);
+			break;
+		}
 	}
-	return SCARD_S_SUCCESS;
+	if (done)
+		*done = k;
+	return rv;
 }
 
 LONG calais__serial_read(calais__serial_t *s, uint8_t *b, size_t n, size_t *got,

@@ -196,21 +196,23 @@ static LONG timeouts(calais__serial_t *s, DWORD read_ms, DWORD write_ms)
 	return SCARD_S_SUCCESS;
 }
 
-LONG calais__serial_write(calais__serial_t *s, const uint8_t *b, size_t n, uint32_t timeout_ms)
+LONG calais__serial_write(calais__serial_t *s, const uint8_t *b, size_t n, size_t *done,
+                          uint32_t timeout_ms)
 {
+	size_t k = 0;
 	LONG rv = timeouts(s, s->read_ms, timeout_ms);
-	if (rv != SCARD_S_SUCCESS)
-		return rv;
-	while (n) {
-		DWORD w = 0, chunk = n > 0x10000u ? 0x10000u : (DWORD)n;
-		if (!WriteFile(s->h, b, chunk, &w, NULL))
-			return native(s->path, "WriteFile", GetLastError(), false);
-		if (w == 0)
-			return SCARD_E_TIMEOUT;
-		b += w;
-		n -= w;
+	while (rv == SCARD_S_SUCCESS && k < n) {
+		size_t left = n - k;
+		DWORD w = 0, chunk = left > 0x10000u ? 0x10000u : (DWORD)left;
+		if (!WriteFile(s->h, b + k, chunk, &w, NULL))
+			rv = native(s->path, "WriteFile", GetLastError(), false);
+		else if (w == 0)
+			rv = SCARD_E_TIMEOUT;
+		k += w;
 	}
-	return SCARD_S_SUCCESS;
+	if (done)
+		*done = k;
+	return rv;
 }
 
 /*

@@ -41,8 +41,10 @@ void calais__serial_close(calais__serial_t *s);
 LONG calais__serial_configure(calais__serial_t *s, uint32_t bps, enum calais__serial_parity parity,
                               unsigned stop_bits, bool mark_errors);
 
-/* Writes all of b within timeout_ms: SCARD_E_TIMEOUT when the line takes no more. */
-LONG calais__serial_write(calais__serial_t *s, const uint8_t *b, size_t n, uint32_t timeout_ms);
+/* Writes all of b, waiting at most timeout_ms each time the line takes no more:
+ * SCARD_E_TIMEOUT then, with *done (may be NULL) the bytes written before it. */
+LONG calais__serial_write(calais__serial_t *s, const uint8_t *b, size_t n, size_t *done,
+                          uint32_t timeout_ms);
 
 /* Reads n bytes, each within timeout_ms of the previous one: SCARD_E_TIMEOUT when one
  * does not come, with *got (may be NULL) the bytes read before it. timeout_ms 0: only
