@@ -66,6 +66,7 @@ struct calais__sreader {
 	 * port.cancel, cleared at the start of each call. deadline_ms: the end of the
 	 * exchange in progress (calais__now_ms(), 0 none), set by the calling thread. */
 	_Atomic uint64_t deadline_ms;
+	_Atomic uint64_t grace_ms;       /* an Abort sent at the deadline may take until then */
 	atomic_bool in_call;       /* a core call is running: the retry thread leaves it be */
 	bool resync;               /* a wait was cut short: drop stale input before sending */
 	struct calais__ccid_desc desc;

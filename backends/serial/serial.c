@@ -17,6 +17,12 @@
 #define MAX_NAKS 3
 #define MAX_GARBAGE 600    /* bytes skipped looking for a frame before giving up */
 #define MAX_DECLARED 16
+/* A GemPC reader times the ATR itself and answers a mute card with ICC_MUTE within a
+ * second or two: one still silent after this is stuck, and the power-up ends. */
+#define GEM_POWER_ON_MS 5000
+/* The abort of a command given up on at the deadline still gets this long, so the
+ * reader is told and its state stays known. */
+#define ABORT_GRACE_MS 300
 
 /* The models libccid drives over serial, with what their descriptors would say. */
 struct calais__gem_model {
@@ -96,16 +102,23 @@ void calais__serial_lost(struct calais__sreader *s, const char *why)
 	}
 }
 
-bool calais__serial_late(struct calais__sreader *s)
+/* The deadline, or the grace of an abort sent at it. */
+static uint64_t deadline(const struct calais__sreader *s)
 {
 	uint64_t d = s->deadline_ms;
+	return d && s->grace_ms > d ? s->grace_ms : d;
+}
+
+bool calais__serial_late(struct calais__sreader *s)
+{
+	uint64_t d = deadline(s);
 	return d && calais__now_ms() >= d;
 }
 
 /* The wait of the next slice: up to `until`, never past the deadline. */
 static uint32_t slice(struct calais__sreader *s, uint64_t until)
 {
-	uint64_t now = calais__now_ms(), end = until, d = s->deadline_ms;
+	uint64_t now = calais__now_ms(), end = until, d = deadline(s);
 	if (d && d < end)
 		end = d;
 	uint64_t left = end > now ? end - now : 0;
@@ -268,9 +281,14 @@ static LONG ser_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_
 		return SCARD_E_READER_UNAVAILABLE;
 	if (n + 3 > sizeof(s->last))
 		return SCARD_E_INSUFFICIENT_BUFFER;
+	if (msg[0] != CALAIS__PC_ABORT)
+		s->grace_ms = 0;
 	if (calais__serial_late(s)) {
-		s->resync = true;
-		return SCARD_E_TIMEOUT;
+		if (msg[0] != CALAIS__PC_ABORT) {
+			s->resync = true;
+			return SCARD_E_TIMEOUT;
+		}
+		s->grace_ms = calais__now_ms() + ABORT_GRACE_MS;
 	}
 	if (s->resync) {
 		/* The answer to a command given up on may still come: not as this echo. */
@@ -650,13 +668,16 @@ static struct calais__sreader *call_begin(calais_reader *r, uint32_t timeout_ms)
 static LONG call_end(struct calais__sreader *s, LONG rv)
 {
 	s->deadline_ms = 0;
+	s->grace_ms = 0;
 	s->in_call = false;
 	return rv;
 }
 
+/* Phoenix: the ATR's own waits bound it (first byte, then each byte within the initial
+ * waiting time). */
 static LONG serial_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_len)
 {
-	struct calais__sreader *s = call_begin(r, 0);
+	struct calais__sreader *s = call_begin(r, S(r)->gem ? GEM_POWER_ON_MS : 0);
 	return call_end(s, calais__ccid_power_on(&s->slot, warm, atr, atr_len));
 }
 
@@ -679,6 +700,7 @@ static LONG serial_transmit(calais_reader *r, uint32_t protocol, const uint8_t *
 {
 	struct calais__sreader *s = call_begin(r, timeout_ms);
 	LONG rv = calais__ccid_transmit(&s->slot, protocol, tx, tx_len, rx, rx_len);
+	s->grace_ms = 0;
 	if ((rv == SCARD_E_TIMEOUT || rv == SCARD_W_UNRESPONSIVE_CARD || rv == SCARD_F_COMM_ERROR) &&
 	    calais__serial_late(s) && !s->port.cancel) {
 		ser_log(CALAIS_LOG_WARNING, "%s: exchange limit of %u ms reached (%s)", s->path,
