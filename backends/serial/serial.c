@@ -433,11 +433,11 @@ static void *retry_main(void *arg)
 		calais__mutex_unlock(&sp->lock);
 		for (size_t i = 0; i < sp->n && !sp->stop; i++) {
 			struct calais__sreader *s = sp->readers[i];
-			if (!s->open && !s->in_call) {
-				calais_reader_set_unavailable(s->r, SCARD_E_READER_UNAVAILABLE);
-				calais_reader_card_event(s->r, false);
+			/* The port's loss was reported once (calais__serial_lost, or unavailable
+			 * since declared): reporting it again each round would have the core
+			 * cancel a call of the reader's just as it comes back. */
+			if (!s->open && !s->in_call)
 				try_open(s);
-			}
 		}
 		calais__mutex_lock(&sp->lock);
 	}
