@@ -171,20 +171,13 @@ LONG calais__serial_send(struct calais__sreader *s, const uint8_t *b, size_t n,
 	return transfer(s, NULL, b, n, timeout_ms);
 }
 
-/* A card movement byte pair read. The core may cancel the call in progress when told
- * of a removal; that is meant for a card exchange (xfr), which then ends with
- * SCARD_W_REMOVED_CARD at once, not for the status or power command being read. */
+/* A card movement byte pair read, reported. A removal while a card exchange (xfr) waits
+ * for its answer ends it at once with SCARD_W_REMOVED_CARD (the core does not cancel a
+ * call for an event the call reported itself). */
 static LONG card_moved(struct calais__sreader *s, bool inserted, bool xfr)
 {
-	bool cancelled = s->port.cancel;
 	calais_reader_card_event(s->r, inserted);
-	if (inserted)
-		return SCARD_S_SUCCESS;
-	if (xfr)
-		return SCARD_W_REMOVED_CARD;
-	if (!cancelled)
-		s->port.cancel = false;
-	return SCARD_S_SUCCESS;
+	return !inserted && xfr ? SCARD_W_REMOVED_CARD : SCARD_S_SUCCESS;
 }
 
 /* Reads one frame (after skipping card-movement pairs, time-extension bytes and noise).
@@ -699,6 +692,7 @@ static LONG serial_transmit(calais_reader *r, uint32_t protocol, const uint8_t *
                             uint8_t *rx, size_t *rx_len, uint32_t timeout_ms)
 {
 	struct calais__sreader *s = call_begin(r, timeout_ms);
+	s->slot.deadline_ms = s->deadline_ms; /* the engine's: its blocks, WTX, retries */
 	LONG rv = calais__ccid_transmit(&s->slot, protocol, tx, tx_len, rx, rx_len);
 	s->grace_ms = 0;
 	if ((rv == SCARD_E_TIMEOUT || rv == SCARD_W_UNRESPONSIVE_CARD || rv == SCARD_F_COMM_ERROR) &&
