@@ -4,7 +4,15 @@
  * message> <LRC>, the reader's echo, NAK and resend, card movement bytes 50 02/50 03), a
  * CCID descriptor synthesised for the model, and the whole CCID message and slot layers
  * of the USB backend reused (backends/ccid/ccid-msg.c, ccid-slot.c). Declared with
- * cfg.serial_readers or CALAIS_SERIAL_READERS: "device:protocol[:model],...". */
+ * cfg.serial_readers or CALAIS_SERIAL_READERS: "device:protocol[:model],...".
+ *
+ * Threads and locks. Each reader has its own port and port.lock, taken by the slot layer
+ * around each call of the core (one at a time per reader) and by the retry thread while
+ * it opens a closed port; nothing is shared between readers across I/O. sp->lock only
+ * guards the retry thread's sleep and is never held with a port.lock. The retry thread
+ * skips a reader in a call and never waits on an exchange (a closed port's calls fail at
+ * once). Every wait is a calais__serial_recv/send: slices of CALAIS__SERIAL_SLICE_MS that
+ * end on cancel() or at the exchange's deadline. */
 #include "serial-int.h"
 
 #include <stdio.h>
