@@ -693,10 +693,14 @@ bool calais__phoenix_open(struct calais__sreader *s)
 	 * answer the reset that opening the port caused on some adapters). */
 	static const uint8_t probe = 0x00;
 	bool echoed = false;
-	if (calais__serial_write(fd, &probe, 1, NULL, ECHO_MS) == SCARD_S_SUCCESS) {
+	if (calais__serial_send(s, &probe, 1, ECHO_MS) == SCARD_S_SUCCESS) {
+		/* Within ECHO_MS in all, however the noise trickles in; cancellable. */
+		uint64_t until = calais__now_ms() + ECHO_MS;
 		uint8_t c;
 		for (unsigned i = 0; i < 64 && !echoed; i++) {
-			if (calais__serial_read(fd, &c, 1, NULL, ECHO_MS) != SCARD_S_SUCCESS)
+			uint64_t now = calais__now_ms();
+			if (now >= until ||
+			    calais__serial_recv(s, &c, 1, (uint32_t)(until - now)) != SCARD_S_SUCCESS)
 				break;
 			echoed = c == probe;
 		}
