@@ -7,7 +7,8 @@
  * HANG command), T=1 WTX storm (--wtx-storm), port gone in mid-exchange (the simulator
  * exits: its pty closes and its link goes), card pulled in mid-transaction. Each checks
  * the call's code, its bound, and that the neighbour's insertion is seen within 50 ms
- * while the faulty reader is stuck (faults.h). */
+ * while the faulty reader is stuck (faults.h). And calais_shutdown() in mid-exchange:
+ * cancel() ends the port's wait. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -276,6 +277,21 @@ static void card_pulled_mid_transaction(void)
 	SCardEndTransaction(card, SCARD_LEAVE_CARD);
 }
 
+/* calais_shutdown() while the card is silent: cancel() reaches the port's wait long
+ * before the exchange limit would. */
+static void shutdown_mid_exchange(void)
+{
+	connect_card();
+	struct fm_call c;
+	fm_call_start(&c, transmit, HANG);
+	struct timespec ts = { 0, 200 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	long stopped = fm_now_ms();
+	calais_shutdown();
+	fm_assert_call_ends(&c, SCARD_E_NO_SERVICE, stopped, FM_END_MS,
+	                    "exchange at shutdown");
+}
+
 /* ---- GemPC Twin ------------------------------------------------------------------------ */
 
 TestSuite(faults_gemtwin, .fini = fini, .timeout = 60);
@@ -311,6 +327,12 @@ Test(faults_gemtwin, card_pulled_mid_transaction)
 	card_pulled_mid_transaction();
 }
 
+Test(faults_gemtwin, shutdown_mid_exchange)
+{
+	setup_gemtwin((const char *const[]){ "--card", "t1", NULL });
+	shutdown_mid_exchange();
+}
+
 /* ---- Phoenix ------------------------------------------------------------------------- */
 
 TestSuite(faults_phoenix, .fini = fini, .timeout = 60);
@@ -344,4 +366,10 @@ Test(faults_phoenix, card_pulled_mid_transaction)
 {
 	setup_phoenix((const char *const[]){ "--card", "t0", NULL });
 	card_pulled_mid_transaction();
+}
+
+Test(faults_phoenix, shutdown_mid_exchange)
+{
+	setup_phoenix((const char *const[]){ "--card", "t1", NULL });
+	shutdown_mid_exchange();
 }
