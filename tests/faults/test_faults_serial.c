@@ -245,35 +245,49 @@ static void wtx_storm(void)
 	                    "exchange in a WTX storm");
 }
 
-/* The port gone (the simulator exits, its pty closes) while the card is silent. */
-static void port_gone_mid_exchange(void)
+/* A fault while an exchange waits on a silent card (HANG): the exchange ends with
+ * `want` within FM_END_MS of the fault, and (check_neighbour) the neighbour still sees an
+ * insertion. */
+static void fault_in_exchange(void (*fault)(void), LONG want, bool check_neighbour,
+                              const char *what)
 {
-	connect_card();
 	struct fm_call c;
 	fm_call_start(&c, transmit, HANG);
 	struct timespec ts = { 0, 200 * 1000 * 1000 };
 	nanosleep(&ts, NULL);
-	long gone = fm_now_ms();
-	sim_stop(&faulty);
-	fm_assert_call_ends(&c, SCARD_E_READER_UNAVAILABLE, gone, FM_END_MS,
-	                    "exchange on a port gone");
-	neighbour_sees("port gone in mid-exchange");
+	long at = fm_now_ms();
+	fault();
+	fm_assert_call_ends(&c, want, at, FM_END_MS, what);
+	if (check_neighbour)
+		neighbour_sees(what);
 }
 
-/* The card pulled in mid-transaction, during an exchange. */
+static void port_goes(void)
+{
+	sim_stop(&faulty); /* the simulator exits: its pty closes, its link goes */
+}
+
+static void card_goes(void)
+{
+	kill(faulty.pid, SIGUSR1);
+}
+
+static void manager_stops(void)
+{
+	calais_shutdown();
+}
+
+static void port_gone_mid_exchange(void)
+{
+	connect_card();
+	fault_in_exchange(port_goes, SCARD_E_READER_UNAVAILABLE, true, "port gone in mid-exchange");
+}
+
 static void card_pulled_mid_transaction(void)
 {
 	connect_card();
 	assert_rv(SCardBeginTransaction(card), SCARD_S_SUCCESS);
-	struct fm_call c;
-	fm_call_start(&c, transmit, HANG);
-	struct timespec ts = { 0, 200 * 1000 * 1000 };
-	nanosleep(&ts, NULL);
-	long pulled = fm_now_ms();
-	kill(faulty.pid, SIGUSR1);
-	fm_assert_call_ends(&c, SCARD_W_REMOVED_CARD, pulled, FM_END_MS,
-	                    "exchange with a card pulled");
-	neighbour_sees("card pulled in mid-transaction");
+	fault_in_exchange(card_goes, SCARD_W_REMOVED_CARD, true, "card pulled in mid-transaction");
 	SCardEndTransaction(card, SCARD_LEAVE_CARD);
 }
 
@@ -282,14 +296,7 @@ static void card_pulled_mid_transaction(void)
 static void shutdown_mid_exchange(void)
 {
 	connect_card();
-	struct fm_call c;
-	fm_call_start(&c, transmit, HANG);
-	struct timespec ts = { 0, 200 * 1000 * 1000 };
-	nanosleep(&ts, NULL);
-	long stopped = fm_now_ms();
-	calais_shutdown();
-	fm_assert_call_ends(&c, SCARD_E_NO_SERVICE, stopped, FM_END_MS,
-	                    "exchange at shutdown");
+	fault_in_exchange(manager_stops, SCARD_E_NO_SERVICE, false, "shutdown in mid-exchange");
 }
 
 /* ---- GemPC Twin ------------------------------------------------------------------------ */
