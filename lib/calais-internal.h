@@ -154,6 +154,7 @@ struct calais_reader {
 	/* Jobs (mgr.lock; lib/jobs.c): a reader with a job due is queued for a runner
 	 * thread, which runs its jobs one after the other; one runner at a time. */
 	struct calais_reader *run_next; /* mgr.run_queue */
+	uint64_t queued_ms;             /* when it joined the queue */
 	bool job_queued, job_active;
 
 	/* The I/O section in progress and its cancel (mgr.lock; io_seq also under
@@ -262,6 +263,7 @@ struct calais__manager {
 	struct calais_reader *run_queue, **run_tail;
 	struct calais__runner *runners; /* every runner thread not yet joined */
 	unsigned n_runners, n_idle, n_woken;
+	uint64_t last_spawn_ms;         /* when the pool last grew */
 	bool ready; /* start-up finished: SCardEstablishContext() may proceed */
 };
 

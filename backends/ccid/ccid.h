@@ -11,7 +11,7 @@
 
 #define calais__ccid_log(level, ...)                                                 \
 	do {                                                                         \
-		if (calais__log_level >= (level))                                    \
+		if (CALAIS__LOG_ON(level))                                    \
 			calais__log((level), "ccid", __VA_ARGS__);                   \
 	} while (0)
 #define ccid_err(...) calais__ccid_log(CALAIS_LOG_ERROR, __VA_ARGS__)
