@@ -45,9 +45,7 @@ static LONG native(const char *path, const char *what, int e, bool opening)
 		rv = SCARD_F_COMM_ERROR;
 		break;
 	}
-	int level = opening ? CALAIS_LOG_DEBUG : CALAIS_LOG_INFO;
-	if (calais__log_level >= level)
-		calais__log(level, "serial", "%s: %s: %s (errno %d)", path, what, strerror(e), e);
+	CALAIS__LOG(opening ? CALAIS_LOG_DEBUG : CALAIS_LOG_INFO, "serial", "%s: %s: %s (errno %d)", path, what, strerror(e), e);
 	return rv;
 }
 

@@ -53,9 +53,7 @@ static LONG native(const char *path, const char *what, DWORD e, bool opening)
 		rv = SCARD_F_COMM_ERROR;
 		break;
 	}
-	int level = opening ? CALAIS_LOG_DEBUG : CALAIS_LOG_INFO;
-	if (calais__log_level >= level)
-		calais__log(level, "serial", "%s: %s: Win32 error %lu", path, what, (unsigned long)e);
+	CALAIS__LOG(opening ? CALAIS_LOG_DEBUG : CALAIS_LOG_INFO, "serial", "%s: %s: Win32 error %lu", path, what, (unsigned long)e);
 	return rv;
 }
 
