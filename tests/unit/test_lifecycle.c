@@ -23,8 +23,11 @@
 #ifndef CALAIS_TEST_CLANG_ASAN
 #define CALAIS_TEST_CLANG_ASAN 0
 #endif
-/* ThreadSanitizer cannot run threads in the child of a multi-threaded fork(): the fork
- * test is left out of TSan builds (every other build runs it, valgrind included). */
+/* The sanitizers' runtimes are not fork-safe here: ThreadSanitizer cannot run threads in
+ * the child of a multi-threaded fork(), and GCC 12's ASan allocator lock, held by a
+ * parent's thread at the fork, deadlocks the child's first allocation on another thread
+ * (seen in gdb: the child's scheduler in __sanitizer::SizeClassAllocator64). The fork
+ * test is left out of both builds; the plain, clang and valgrind runs have it. */
 #if defined(__SANITIZE_THREAD__)
 #define CALAIS_TEST_TSAN 1
 #elif defined(__has_feature)
@@ -121,8 +124,11 @@ static LONG first_calls(void *arg)
 	for (const char *p = list; rv == SCARD_S_SUCCESS && *p; p += strlen(p) + 1) {
 		SCARD_READERSTATE rs = { .szReader = p, .dwCurrentState = SCARD_STATE_UNAWARE };
 		rv = SCardGetStatusChange(ctx, 0, &rs, 1);
-		if (rv == SCARD_S_SUCCESS && (!(rs.dwEventState & SCARD_STATE_PRESENT) || !rs.cbAtr))
+		if (rv == SCARD_S_SUCCESS && (!(rs.dwEventState & SCARD_STATE_PRESENT) || !rs.cbAtr)) {
+			fprintf(stderr, "first calls: \"%s\" state 0x%lX, %lu ATR bytes\n", p,
+			        (unsigned long)rs.dwEventState, (unsigned long)rs.cbAtr);
 			rv = SCARD_E_NO_SMARTCARD;
+		}
 		SCARDHANDLE h;
 		DWORD proto;
 		if (rv == SCARD_S_SUCCESS)
@@ -176,7 +182,7 @@ Test(lifecycle, a_context_asked_for_during_shutdown_does_not_restart_the_manager
 	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
 }
 
-#if !CALAIS_TEST_TSAN
+#if !CALAIS_TEST_TSAN && !defined(__SANITIZE_ADDRESS__) && !CALAIS_TEST_CLANG_ASAN
 /* Hammers SCardStatus so a fork() is likely to catch a lock held by another thread. */
 static atomic_bool hammering;
 
@@ -201,8 +207,15 @@ static int child(SCARDCONTEXT old_ctx, SCARDHANDLE old_h)
 	BYTE atr[36];
 	if (SCardStatus(old_h, NULL, NULL, &st, &proto, atr, &alen) != SCARD_E_INVALID_HANDLE)
 		return 11;
-	if (first_calls(NULL) != SCARD_S_SUCCESS)
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	LONG rv = first_calls(NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (rv != SCARD_S_SUCCESS) {
+		fprintf(stderr, "child: after %ld ms\n", (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
+		fprintf(stderr, "child: first calls: %s\n", t_err(rv));
 		return 12;
+	}
 	calais_shutdown();
 	return 0;
 }
