@@ -5,7 +5,24 @@
  * the service's SCardGetStatusChange (readers and `\\?PnP?\Notification`) and pushes
  * arrivals, removals and card movement into the core; card operations are forwarded on a
  * service connection opened shared, held exclusively only for the application's
- * transactions and exclusive connections. */
+ * transactions and exclusive connections.
+ *
+ * Bounds. A call into the service cannot be interrupted from outside. In pcsc-lite
+ * (read in its client, winscard_clnt.c and winscard_msg.c, and measured with pcscd
+ * 1.9.9 and vpcd): SCardCancel() ends only an SCardGetStatusChange() of that context
+ * and returns success doing nothing otherwise; SCardTransmit() and SCardControl() hold
+ * their context's lock and wait for pcscd's answer with no timeout, so SCardDisconnect()
+ * or SCardReleaseContext() of that context wait behind them, and another context's
+ * SCardConnect() on the same reader waits in pcscd behind the reader's lock; a card
+ * whose vpcd connection closes ends the exchange at once (pcscd answers success with an
+ * empty response); pcscd dying ends it at once with SCARD_F_COMM_ERROR. So every call
+ * on a reader's connection runs on a thread of its own (struct call), and the reader's
+ * caller waits for it, for cancel() or for the exchange limit: on cancel or the limit
+ * the caller returns at once and the call is left to finish in the service, owning the
+ * connection it was lent, which it closes then; the reader opens a new one next time
+ * (which pcscd may make wait until the old exchange is over: that bound is the
+ * service's). The watcher never waits on a reader's call: it has a context of its own,
+ * and each reader another. */
 #include "calais-internal.h"
 #include "platform/dl.h"
 
@@ -88,14 +105,17 @@ struct pcsc_priv {
 	struct entry *entries[MAX_SVC_READERS];
 	size_t n_entries;
 	DWORD pnp_state;
+	/* Calls in progress and calls left running (cancel, exchange limit). Its own lock,
+	 * never held across a service call, so cancel() never waits for the watcher. Lock
+	 * order: lock, then call_lock (never the other way). */
+	calais__mutex_t call_lock;
+	calais__cond_t call_cond;      /* an orphan finished */
+	struct call *orphans;          /* call_lock */
 };
 
-/* Per reader: its own service context (the service's are per thread of use) and the
- * service connection, both opened on demand. io_lock of the reader guards them. */
-struct pcsc_reader {
-	struct pcsc_priv *pp;
-	struct entry *e;       /* pp->lock */
-	char name[MAX_READERNAME];
+/* A reader's connection at the service: its own context (pcsc-lite serialises the calls
+ * of one context) and the card handle, both opened on demand. */
+struct conn {
 	SCARDCONTEXT ctx;
 	bool ctx_valid;
 	SCARDHANDLE h;
@@ -104,9 +124,45 @@ struct pcsc_reader {
 	bool in_tx;            /* the service transaction of hold() */
 };
 
+/* Per reader. The reader's I/O lock guards c, lent whole to the call in progress. */
+struct pcsc_reader {
+	struct pcsc_priv *pp;
+	struct entry *e;       /* pp->lock */
+	char name[MAX_READERNAME];
+	struct conn c;
+	struct call *call;     /* pp->call_lock: the call in progress */
+	bool cancelled;        /* pp->call_lock */
+};
+
+enum op { OP_TRANSMIT, OP_CONTROL, OP_GET_ATTRIB, OP_SET_ATTRIB, OP_RESET, OP_PROTOCOL,
+	  OP_HOLD, OP_UNHOLD, OP_POWER_OFF };
+
+/* One call into the service on a reader's connection, run by its own thread. It owns
+ * copies of its input and room for its output, so a caller that walks away (cancel)
+ * leaves it nothing of its own. done, abandoned and finished: pp->call_lock. */
+struct call {
+	struct pcsc_priv *pp;
+	struct conn c;
+	enum op op;
+	uint32_t protocol, code;
+	const uint8_t *in;
+	size_t in_len;
+	uint8_t *out;
+	size_t out_cap, out_len;
+	LONG rv;
+	calais__thread_t th;
+	calais__cond_t cond;   /* done, or the caller's cancel */
+	bool done;             /* the service returned */
+	bool abandoned;        /* the caller left: the call closes its connection */
+	bool finished;         /* an abandoned call's thread is over: join it */
+	struct call *next;     /* pp->orphans */
+	char name[MAX_READERNAME];
+	uint8_t buf[];         /* in_len bytes of input, then out_cap of output */
+};
+
 /* The service's code mapped to ours: a dead service or stale handle means the reader
  * is unavailable. The original code is logged. */
-static LONG map(struct pcsc_reader *pr, LONG rv, const char *what)
+static LONG map(struct call *k, LONG rv, const char *what)
 {
 	switch (rv) {
 	case SCARD_S_SUCCESS:
@@ -117,21 +173,21 @@ static LONG map(struct pcsc_reader *pr, LONG rv, const char *what)
 	case SCARD_E_UNKNOWN_READER:
 	case SCARD_E_READER_UNAVAILABLE:
 	case SCARD_E_NO_READERS_AVAILABLE:
-		pcsc_log(CALAIS_LOG_INFO, "\"%s\": service %s: 0x%08lX (%s)", pr->name, what,
+		pcsc_log(CALAIS_LOG_INFO, "\"%s\": service %s: 0x%08lX (%s)", k->name, what,
 		         (unsigned long)(DWORD)rv, pcsc_stringify_error(rv));
 		/* The connection is dead: the next call starts afresh. */
-		pr->connected = false;
-		pr->in_tx = false;
-		if (pr->ctx_valid)
-			pr->pp->api.release(pr->ctx);
-		pr->ctx_valid = false;
+		k->c.connected = false;
+		k->c.in_tx = false;
+		if (k->c.ctx_valid)
+			k->pp->api.release(k->c.ctx);
+		k->c.ctx_valid = false;
 		return SCARD_E_READER_UNAVAILABLE;
 	case SCARD_E_NO_SMARTCARD:
 	case SCARD_W_REMOVED_CARD:
-		pr->connected = false;
+		k->c.connected = false;
 		return rv;
 	default:
-		pcsc_log(CALAIS_LOG_DEBUG, "\"%s\": service %s: 0x%08lX (%s)", pr->name, what,
+		pcsc_log(CALAIS_LOG_DEBUG, "\"%s\": service %s: 0x%08lX (%s)", k->name, what,
 		         (unsigned long)(DWORD)rv, pcsc_stringify_error(rv));
 		return rv;
 	}
@@ -411,6 +467,343 @@ static void *watcher_main(void *arg)
 	return NULL;
 }
 
+/* ---- calls into the service on a reader's connection -------------------------------- */
+
+/* Closes a connection: the service's transaction ends with it. */
+static void conn_close(struct pcsc_priv *pp, struct conn *c)
+{
+	if (c->connected) {
+		if (c->in_tx)
+			pp->api.end(c->h, SCARD_LEAVE_CARD);
+		pp->api.disconnect(c->h, SCARD_LEAVE_CARD);
+	}
+	if (c->ctx_valid)
+		pp->api.release(c->ctx);
+	memset(c, 0, sizeof(*c));
+}
+
+/* Opens (or re-opens with another protocol) the service connection. share: SHARED for
+ * card work, DIRECT for control and attributes without a card. */
+static LONG ensure(struct call *k, DWORD share, DWORD proto)
+{
+	struct svc *a = &k->pp->api;
+	struct conn *c = &k->c;
+	LONG rv;
+	if (!c->ctx_valid) {
+		rv = a->establish(SCARD_SCOPE_SYSTEM, NULL, NULL, &c->ctx);
+		if (rv != SCARD_S_SUCCESS)
+			return map(k, rv, "context");
+		c->ctx_valid = true;
+	}
+	if (c->connected && (share == SCARD_SHARE_DIRECT || c->share == share) &&
+	    (!proto || proto == c->proto))
+		return SCARD_S_SUCCESS;
+	DWORD active = 0;
+	DWORD want = proto ? proto : SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1;
+	if (share == SCARD_SHARE_DIRECT)
+		want = 0;
+	if (c->connected)
+		rv = a->reconnect(c->h, share, want, SCARD_LEAVE_CARD, &active);
+	else
+		rv = a->connect(c->ctx, k->name, share, want, &c->h, &active);
+	if (rv != SCARD_S_SUCCESS)
+		return map(k, rv, c->connected ? "reconnect" : "connect");
+	c->connected = true;
+	c->share = share;
+	c->proto = active;
+	return SCARD_S_SUCCESS;
+}
+
+/* Control and attributes work without a card: a direct connection then. */
+static LONG any_connection(struct call *k)
+{
+	if (k->c.connected)
+		return SCARD_S_SUCCESS;
+	LONG rv = ensure(k, SCARD_SHARE_SHARED, 0);
+	if (rv == SCARD_E_NO_SMARTCARD || rv == SCARD_W_REMOVED_CARD ||
+	    rv == SCARD_W_UNRESPONSIVE_CARD || rv == SCARD_E_SHARING_VIOLATION)
+		rv = ensure(k, SCARD_SHARE_DIRECT, 0);
+	return rv;
+}
+
+/* pcscd answers success with an empty response when a vpcd card's connection closes in
+ * the middle of an exchange (measured): no APDU answer is shorter than SW1 SW2. The
+ * service's own view of the card says whether it is gone already; pcscd only learns it
+ * at its next presence poll (up to 400 ms), so it is mostly a communication error. */
+static LONG empty_answer(struct call *k)
+{
+	char name[MAX_READERNAME];
+	DWORD nl = sizeof(name), state = 0, proto, al = MAX_ATR_SIZE;
+	uint8_t atr[MAX_ATR_SIZE];
+	LONG rv = k->pp->api.status(k->c.h, name, &nl, &state, &proto, atr, &al);
+	if (rv == SCARD_W_REMOVED_CARD || rv == SCARD_E_NO_SMARTCARD ||
+	    (rv == SCARD_S_SUCCESS && !(state & SCARD_PRESENT)))
+		return SCARD_W_REMOVED_CARD;
+	pcsc_log(CALAIS_LOG_WARNING, "\"%s\": the service returned an empty answer", k->name);
+	return SCARD_F_COMM_ERROR;
+}
+
+static LONG op_transmit(struct call *k)
+{
+	struct svc *a = &k->pp->api;
+	LONG rv = ensure(k, SCARD_SHARE_SHARED, k->protocol);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	SCARD_IO_REQUEST pci = { k->protocol, sizeof(SCARD_IO_REQUEST) };
+	DWORD len = (DWORD)k->out_cap;
+	rv = a->transmit(k->c.h, &pci, k->in, (DWORD)k->in_len, NULL, k->out, &len);
+	if (rv == SCARD_W_RESET_CARD) {
+		/* Another process reset the card: acknowledged at the service, reported. */
+		DWORD active;
+		a->reconnect(k->c.h, SCARD_SHARE_SHARED, k->c.proto, SCARD_LEAVE_CARD, &active);
+		pcsc_log(CALAIS_LOG_INFO, "\"%s\": card reset by another application", k->name);
+		return SCARD_W_RESET_CARD;
+	}
+	if (rv == SCARD_S_SUCCESS || rv == SCARD_E_INSUFFICIENT_BUFFER)
+		k->out_len = len;
+	if (rv == SCARD_S_SUCCESS && len < 2 && k->protocol != SCARD_PROTOCOL_RAW)
+		rv = empty_answer(k);
+	return map(k, rv, "transmit");
+}
+
+/* One call's work, on its thread. */
+static LONG run_op(struct call *k)
+{
+	struct svc *a = &k->pp->api;
+	struct conn *c = &k->c;
+	LONG rv;
+	DWORD got, active;
+	switch (k->op) {
+	case OP_TRANSMIT:
+		return op_transmit(k);
+	case OP_CONTROL:
+		rv = any_connection(k);
+		if (rv != SCARD_S_SUCCESS)
+			return rv;
+		got = 0;
+		rv = a->control(c->h, k->code, k->in, (DWORD)k->in_len, k->out, (DWORD)k->out_cap,
+		                &got);
+		k->out_len = got;
+		return map(k, rv, "control");
+	case OP_GET_ATTRIB:
+		rv = any_connection(k);
+		if (rv != SCARD_S_SUCCESS)
+			return rv;
+		got = (DWORD)k->out_cap;
+		rv = a->get_attrib(c->h, k->code, k->out, &got);
+		if (rv == SCARD_S_SUCCESS || rv == SCARD_E_INSUFFICIENT_BUFFER)
+			k->out_len = got;
+		return map(k, rv, "get attribute");
+	case OP_SET_ATTRIB:
+		rv = any_connection(k);
+		return rv != SCARD_S_SUCCESS
+		               ? rv
+		               : map(k, a->set_attrib(c->h, k->code, k->in, (DWORD)k->in_len),
+		                     "set attribute");
+	case OP_RESET: {
+		/* A reset at the service, seen by its other clients as such. */
+		rv = ensure(k, SCARD_SHARE_SHARED, 0);
+		if (rv == SCARD_S_SUCCESS)
+			rv = map(k, a->reconnect(c->h, SCARD_SHARE_SHARED, c->proto,
+			                         SCARD_RESET_CARD, &active),
+			         "reset");
+		if (rv != SCARD_S_SUCCESS)
+			return rv;
+		char name[MAX_READERNAME];
+		DWORD nl = sizeof(name), state, proto, al = (DWORD)k->out_cap;
+		rv = map(k, a->status(c->h, name, &nl, &state, &proto, k->out, &al), "status");
+		if (rv == SCARD_S_SUCCESS)
+			k->out_len = al;
+		return rv;
+	}
+	case OP_PROTOCOL:
+		return ensure(k, SCARD_SHARE_SHARED, k->protocol);
+	case OP_HOLD:
+		rv = any_connection(k);
+		if (rv == SCARD_S_SUCCESS && !c->in_tx) {
+			rv = map(k, a->begin(c->h), "begin transaction");
+			c->in_tx = rv == SCARD_S_SUCCESS;
+		}
+		return rv;
+	case OP_UNHOLD:
+		rv = SCARD_S_SUCCESS;
+		if (c->in_tx && c->connected)
+			rv = map(k, a->end(c->h, SCARD_LEAVE_CARD), "end transaction");
+		c->in_tx = false;
+		return rv;
+	case OP_POWER_OFF:
+		/* Our idle power-down: the service keeps power as it sees fit; we only let go
+		 * of our connection, so other processes are not kept from an exclusive one. */
+		if (c->connected && !c->in_tx) {
+			a->disconnect(c->h, SCARD_LEAVE_CARD);
+			c->connected = false;
+		}
+		return SCARD_S_SUCCESS;
+	}
+	return SCARD_F_INTERNAL_ERROR;
+}
+
+static void *call_main(void *arg)
+{
+	struct call *k = arg;
+	struct pcsc_priv *pp = k->pp;
+	LONG rv = run_op(k);
+	calais__mutex_lock(&pp->call_lock);
+	k->rv = rv;
+	k->done = true;
+	bool orphan = k->abandoned;
+	calais__cond_signal(&k->cond);
+	calais__mutex_unlock(&pp->call_lock);
+	/* Not abandoned: the caller owns k from here and joins this thread. */
+	if (orphan) {
+		pcsc_log(CALAIS_LOG_DEBUG, "\"%s\": a call left running returned: 0x%08lX",
+		         k->name, (unsigned long)(DWORD)rv);
+		conn_close(pp, &k->c);
+		calais__mutex_lock(&pp->call_lock);
+		k->finished = true;
+		calais__cond_broadcast(&pp->call_cond);
+		calais__mutex_unlock(&pp->call_lock);
+	}
+	return NULL;
+}
+
+/* Joins and frees the abandoned calls that are over, waiting up to wait_ms for the
+ * others. Returns how many still run. */
+static unsigned reap_orphans(struct pcsc_priv *pp, unsigned wait_ms)
+{
+	uint64_t until = calais__now_ms() + wait_ms;
+	unsigned running;
+	calais__mutex_lock(&pp->call_lock);
+	for (;;) {
+		struct call *over = NULL;
+		running = 0;
+		for (struct call **p = &pp->orphans; *p;) {
+			struct call *k = *p;
+			if (k->finished) {
+				*p = k->next;
+				k->next = over;
+				over = k;
+			} else {
+				running++;
+				p = &k->next;
+			}
+		}
+		calais__mutex_unlock(&pp->call_lock);
+		while (over) {
+			struct call *k = over;
+			over = k->next;
+			calais__thread_join(k->th);
+			calais__cond_destroy(&k->cond);
+			free(k);
+		}
+		calais__mutex_lock(&pp->call_lock);
+		if (!running || !calais__cond_wait_until(&pp->call_cond, &pp->call_lock, until))
+			break;
+	}
+	calais__mutex_unlock(&pp->call_lock);
+	return running;
+}
+
+static struct call *call_new(struct pcsc_reader *pr, enum op op, const void *in, size_t in_len,
+                             size_t out_cap)
+{
+	struct call *k = malloc(sizeof(*k) + in_len + out_cap);
+	if (!k)
+		return NULL;
+	memset(k, 0, sizeof(*k));
+	k->pp = pr->pp;
+	k->op = op;
+	if (in_len)
+		memcpy(k->buf, in, in_len);
+	k->in = k->buf;
+	k->in_len = in_len;
+	k->out = k->buf + in_len;
+	k->out_cap = out_cap;
+	snprintf(k->name, sizeof(k->name), "%s", pr->name);
+	return k;
+}
+
+/* Runs k on its own thread with the reader's connection, and waits for it, for cancel()
+ * or for timeout_ms (0: no limit of ours). Returns the call's code, with k still the
+ * caller's to read and free, or SCARD_E_CANCELLED / SCARD_E_TIMEOUT with k left running
+ * (it frees itself via the orphan list) and *left set. Reader's I/O lock held. */
+static LONG call_run(struct pcsc_reader *pr, struct call *k, uint32_t timeout_ms, bool *left)
+{
+	struct pcsc_priv *pp = pr->pp;
+	*left = false;
+	if (pp->orphans)
+		reap_orphans(pp, 0);
+	k->c = pr->c;
+	calais__cond_init(&k->cond);
+	calais__mutex_lock(&pp->call_lock);
+	/* A cancel that came after the last call returned was meant for that one. */
+	pr->cancelled = false;
+	pr->call = k;
+	calais__mutex_unlock(&pp->call_lock);
+	if (calais__thread_create(&k->th, call_main, k) != 0) {
+		/* No thread to spare: the call runs here, out of cancel's reach. */
+		LONG rv = run_op(k);
+		calais__mutex_lock(&pp->call_lock);
+		pr->call = NULL;
+		calais__mutex_unlock(&pp->call_lock);
+		calais__cond_destroy(&k->cond);
+		pr->c = k->c;
+		return rv;
+	}
+	uint64_t deadline = timeout_ms ? calais__now_ms() + timeout_ms : 0;
+	LONG why = SCARD_S_SUCCESS;
+	calais__mutex_lock(&pp->call_lock);
+	while (!k->done) {
+		if (pr->cancelled) {
+			why = SCARD_E_CANCELLED;
+			break;
+		}
+		if (!deadline) {
+			calais__cond_wait(&k->cond, &pp->call_lock);
+		} else if (!calais__cond_wait_until(&k->cond, &pp->call_lock, deadline) &&
+		           !k->done) {
+			why = SCARD_E_TIMEOUT;
+			break;
+		}
+	}
+	pr->call = NULL;
+	if (!k->done) {
+		/* The service call goes on; its connection goes with it and is closed when it
+		 * returns. The reader opens a new one at its next call. */
+		k->abandoned = true;
+		k->next = pp->orphans;
+		pp->orphans = k;
+		calais__mutex_unlock(&pp->call_lock);
+		memset(&pr->c, 0, sizeof(pr->c));
+		pcsc_log(CALAIS_LOG_INFO, "\"%s\": %s; the service's call is left to end by itself",
+		         pr->name, why == SCARD_E_TIMEOUT ? "exchange limit reached" : "cancelled");
+		*left = true;
+		return why;
+	}
+	LONG rv = k->rv;
+	calais__mutex_unlock(&pp->call_lock);
+	calais__thread_join(k->th);
+	calais__cond_destroy(&k->cond);
+	pr->c = k->c;
+	return rv;
+}
+
+/* A call with no output beyond its code. */
+static LONG call_simple(struct pcsc_reader *pr, enum op op, uint32_t protocol, uint32_t code,
+                        const uint8_t *in, size_t in_len)
+{
+	struct call *k = call_new(pr, op, in, in_len, 0);
+	if (!k)
+		return SCARD_E_NO_MEMORY;
+	k->protocol = protocol;
+	k->code = code;
+	bool left;
+	LONG rv = call_run(pr, k, 0, &left);
+	if (!left)
+		free(k);
+	return rv;
+}
+
 /* ---- the backend table ------------------------------------------------------------- */
 
 static LONG pcsc_init(calais_backend_instance *bi)
@@ -419,6 +812,8 @@ static LONG pcsc_init(calais_backend_instance *bi)
 	pp->bi = bi;
 	calais__mutex_init(&pp->lock);
 	calais__cond_init(&pp->cond);
+	calais__mutex_init(&pp->call_lock);
+	calais__cond_init(&pp->call_cond);
 	if (calais__thread_create(&pp->watcher, watcher_main, pp) != 0) {
 		pcsc_log(CALAIS_LOG_ERROR, "cannot start the watcher thread");
 		return SCARD_E_NO_MEMORY;
@@ -453,6 +848,10 @@ static void pcsc_stop(calais_backend_instance *bi)
 	pp->watcher_running = false;
 }
 
+/* How long shutdown waits for calls left running in the service (cancelled exchanges
+ * whose card never answered) before leaving them, and the library, behind. */
+#define ORPHAN_WAIT_MS 1000u
+
 static void pcsc_exit(calais_backend_instance *bi)
 {
 	struct pcsc_priv *pp = calais_backend_priv(bi);
@@ -462,13 +861,25 @@ static void pcsc_exit(calais_backend_instance *bi)
 	}
 	if (pp->wctx_valid)
 		pp->api.release(pp->wctx);
+	unsigned left = reap_orphans(pp, ORPHAN_WAIT_MS);
+	if (left) {
+		/* Their threads are still inside the service's library: it stays loaded, and
+		 * they, their locks and their memory are left to the process. */
+		pcsc_log(CALAIS_LOG_WARNING,
+		         "%u call%s still in the PC/SC service at shutdown; left running", left,
+		         left == 1 ? "" : "s");
+		return;
+	}
 	if (pp->api.lib)
 		calais__dl_close(pp->api.lib);
 	free(pp->api.path);
+	calais__cond_destroy(&pp->call_cond);
+	calais__mutex_destroy(&pp->call_lock);
 	calais__cond_destroy(&pp->cond);
 	calais__mutex_destroy(&pp->lock);
 }
 
+/* Inline: nothing cancels a close, and the core calls it after the reader's last call. */
 static void pcsc_close(calais_reader *r)
 {
 	struct pcsc_reader *pr = calais_reader_priv(r);
@@ -478,45 +889,7 @@ static void pcsc_close(calais_reader *r)
 		pr->e->r = NULL;
 	pr->e = NULL;
 	calais__mutex_unlock(&pp->lock);
-	if (pr->connected) {
-		if (pr->in_tx)
-			pp->api.end(pr->h, SCARD_LEAVE_CARD);
-		pp->api.disconnect(pr->h, SCARD_LEAVE_CARD);
-	}
-	if (pr->ctx_valid)
-		pp->api.release(pr->ctx);
-	pr->connected = pr->ctx_valid = false;
-}
-
-/* Opens (or re-opens with another protocol) the service connection. share: SHARED for
- * card work, DIRECT for control and attributes without a card. */
-static LONG ensure(struct pcsc_reader *pr, DWORD share, DWORD proto)
-{
-	struct svc *a = &pr->pp->api;
-	LONG rv;
-	if (!pr->ctx_valid) {
-		rv = a->establish(SCARD_SCOPE_SYSTEM, NULL, NULL, &pr->ctx);
-		if (rv != SCARD_S_SUCCESS)
-			return map(pr, rv, "context");
-		pr->ctx_valid = true;
-	}
-	if (pr->connected && (share == SCARD_SHARE_DIRECT || pr->share == share) &&
-	    (!proto || proto == pr->proto))
-		return SCARD_S_SUCCESS;
-	DWORD active = 0;
-	DWORD want = proto ? proto : SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1;
-	if (share == SCARD_SHARE_DIRECT)
-		want = 0;
-	if (pr->connected)
-		rv = a->reconnect(pr->h, share, want, SCARD_LEAVE_CARD, &active);
-	else
-		rv = a->connect(pr->ctx, pr->name, share, want, &pr->h, &active);
-	if (rv != SCARD_S_SUCCESS)
-		return map(pr, rv, pr->connected ? "reconnect" : "connect");
-	pr->connected = true;
-	pr->share = share;
-	pr->proto = active;
-	return SCARD_S_SUCCESS;
+	conn_close(pp, &pr->c);
 }
 
 static LONG pcsc_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_len)
@@ -524,20 +897,18 @@ static LONG pcsc_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr
 	struct pcsc_reader *pr = calais_reader_priv(r);
 	struct pcsc_priv *pp = pr->pp;
 	if (warm) {
-		/* A reset at the service, seen by its other clients as such. */
-		LONG rv = ensure(pr, SCARD_SHARE_SHARED, 0);
-		DWORD active;
-		if (rv == SCARD_S_SUCCESS)
-			rv = map(pr, pp->api.reconnect(pr->h, SCARD_SHARE_SHARED, pr->proto,
-			                               SCARD_RESET_CARD, &active),
-			         "reset");
-		if (rv != SCARD_S_SUCCESS)
+		struct call *k = call_new(pr, OP_RESET, NULL, 0, MAX_ATR_SIZE);
+		if (!k)
+			return SCARD_E_NO_MEMORY;
+		bool left;
+		LONG rv = call_run(pr, k, 0, &left);
+		if (left)
 			return rv;
-		char name[MAX_READERNAME];
-		DWORD nl = sizeof(name), state, proto, al = MAX_ATR_SIZE;
-		rv = map(pr, pp->api.status(pr->h, name, &nl, &state, &proto, atr, &al), "status");
-		if (rv == SCARD_S_SUCCESS)
-			*atr_len = al;
+		if (rv == SCARD_S_SUCCESS) {
+			memcpy(atr, k->out, k->out_len);
+			*atr_len = k->out_len;
+		}
+		free(k);
 		return rv;
 	}
 	/* The service powered the card when it was inserted: its ATR is the answer. */
@@ -558,113 +929,110 @@ static LONG pcsc_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr
 	return rv;
 }
 
-/* Our idle power-down: the service keeps power as it sees fit; we only let go of our
- * connection, so other processes are not kept from an exclusive one. */
 static LONG pcsc_power_off(calais_reader *r)
 {
 	struct pcsc_reader *pr = calais_reader_priv(r);
-	if (pr->connected && !pr->in_tx) {
-		pr->pp->api.disconnect(pr->h, SCARD_LEAVE_CARD);
-		pr->connected = false;
-	}
-	return SCARD_S_SUCCESS;
+	if (!pr->c.connected || pr->c.in_tx)
+		return SCARD_S_SUCCESS;
+	return call_simple(pr, OP_POWER_OFF, 0, 0, NULL, 0);
 }
 
 static LONG pcsc_set_protocol(calais_reader *r, uint32_t protocol)
 {
-	struct pcsc_reader *pr = calais_reader_priv(r);
-	return ensure(pr, SCARD_SHARE_SHARED, protocol);
+	return call_simple(calais_reader_priv(r), OP_PROTOCOL, protocol, 0, NULL, 0);
 }
 
+/* Bounded by timeout_ms (the core's exchange limit) and cancel(), whatever the service
+ * does; the service's own call may go on after (see the top of the file). */
 static LONG pcsc_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx, size_t tx_len,
                           uint8_t *rx, size_t *rx_len, uint32_t timeout_ms)
 {
 	struct pcsc_reader *pr = calais_reader_priv(r);
-	LONG rv = ensure(pr, SCARD_SHARE_SHARED, protocol);
-	if (rv != SCARD_S_SUCCESS)
+	size_t cap = *rx_len > MAX_BUFFER_SIZE_EXTENDED ? MAX_BUFFER_SIZE_EXTENDED : *rx_len;
+	struct call *k = call_new(pr, OP_TRANSMIT, tx, tx_len, cap);
+	if (!k)
+		return SCARD_E_NO_MEMORY;
+	k->protocol = protocol;
+	bool left;
+	LONG rv = call_run(pr, k, timeout_ms, &left);
+	if (left)
 		return rv;
-	SCARD_IO_REQUEST pci = { protocol, sizeof(SCARD_IO_REQUEST) };
-	DWORD len = *rx_len > MAX_BUFFER_SIZE_EXTENDED ? MAX_BUFFER_SIZE_EXTENDED : (DWORD)*rx_len;
-	rv = pr->pp->api.transmit(pr->h, &pci, tx, (DWORD)tx_len, NULL, rx, &len);
-	if (rv == SCARD_W_RESET_CARD) {
-		/* Another process reset the card: acknowledged at the service, reported. */
-		DWORD active;
-		pr->pp->api.reconnect(pr->h, SCARD_SHARE_SHARED, pr->proto, SCARD_LEAVE_CARD, &active);
-		pcsc_log(CALAIS_LOG_INFO, "\"%s\": card reset by another application", pr->name);
-		return SCARD_W_RESET_CARD;
-	}
+	if (rv == SCARD_S_SUCCESS)
+		memcpy(rx, k->out, k->out_len);
 	if (rv == SCARD_S_SUCCESS || rv == SCARD_E_INSUFFICIENT_BUFFER)
-		*rx_len = len;
-	return map(pr, rv, "transmit");
-}
-
-/* Control and attributes work without a card: a direct connection then. */
-static LONG any_connection(struct pcsc_reader *pr)
-{
-	if (pr->connected)
-		return SCARD_S_SUCCESS;
-	LONG rv = ensure(pr, SCARD_SHARE_SHARED, 0);
-	if (rv == SCARD_E_NO_SMARTCARD || rv == SCARD_W_REMOVED_CARD ||
-	    rv == SCARD_W_UNRESPONSIVE_CARD || rv == SCARD_E_SHARING_VIOLATION)
-		rv = ensure(pr, SCARD_SHARE_DIRECT, 0);
+		*rx_len = k->out_len;
+	free(k);
 	return rv;
 }
 
+/* PIN entry can take the user's time: bounded by cancel() only (the core calls it at
+ * removal, shutdown and its exchange limit). */
 static LONG pcsc_control(calais_reader *r, uint32_t code, const uint8_t *in, size_t in_len,
                          uint8_t *out, size_t out_cap, size_t *out_len)
 {
 	struct pcsc_reader *pr = calais_reader_priv(r);
-	LONG rv = any_connection(pr);
-	if (rv != SCARD_S_SUCCESS)
+	size_t cap = out_cap > MAX_BUFFER_SIZE_EXTENDED ? MAX_BUFFER_SIZE_EXTENDED : out_cap;
+	struct call *k = call_new(pr, OP_CONTROL, in, in_len, cap);
+	if (!k)
+		return SCARD_E_NO_MEMORY;
+	k->code = code;
+	bool left;
+	LONG rv = call_run(pr, k, 0, &left);
+	if (left)
 		return rv;
-	DWORD got = 0;
-	DWORD cap = out_cap > MAX_BUFFER_SIZE_EXTENDED ? MAX_BUFFER_SIZE_EXTENDED : (DWORD)out_cap;
-	rv = pr->pp->api.control(pr->h, code, in, (DWORD)in_len, out, cap, &got);
-	*out_len = got;
-	return map(pr, rv, "control");
+	memcpy(out, k->out, k->out_len <= cap ? k->out_len : 0);
+	*out_len = k->out_len;
+	free(k);
+	return rv;
 }
 
 static LONG pcsc_get_attrib(calais_reader *r, uint32_t id, uint8_t *buf, size_t *len)
 {
 	struct pcsc_reader *pr = calais_reader_priv(r);
-	LONG rv = any_connection(pr);
-	if (rv != SCARD_S_SUCCESS)
-		return rv;
 	/* pcsc-lite refuses a buffer larger than MAX_BUFFER_SIZE outright. */
-	DWORD l = *len > MAX_BUFFER_SIZE ? MAX_BUFFER_SIZE : (DWORD)*len;
-	rv = pr->pp->api.get_attrib(pr->h, id, buf, &l);
+	size_t cap = *len > MAX_BUFFER_SIZE ? MAX_BUFFER_SIZE : *len;
+	struct call *k = call_new(pr, OP_GET_ATTRIB, NULL, 0, cap);
+	if (!k)
+		return SCARD_E_NO_MEMORY;
+	k->code = id;
+	bool left;
+	LONG rv = call_run(pr, k, 0, &left);
+	if (left)
+		return rv;
+	if (rv == SCARD_S_SUCCESS)
+		memcpy(buf, k->out, k->out_len);
 	if (rv == SCARD_S_SUCCESS || rv == SCARD_E_INSUFFICIENT_BUFFER)
-		*len = l;
-	return map(pr, rv, "get attribute");
+		*len = k->out_len;
+	free(k);
+	return rv;
 }
 
 static LONG pcsc_set_attrib(calais_reader *r, uint32_t id, const uint8_t *buf, size_t len)
 {
-	struct pcsc_reader *pr = calais_reader_priv(r);
-	LONG rv = any_connection(pr);
-	return rv != SCARD_S_SUCCESS
-	               ? rv
-	               : map(pr, pr->pp->api.set_attrib(pr->h, id, buf, (DWORD)len), "set attribute");
+	return call_simple(calais_reader_priv(r), OP_SET_ATTRIB, 0, id, buf, len);
 }
 
 /* The application's transaction or exclusive connection: a transaction at the service,
- * for exactly as long. */
+ * for exactly as long. pcsc-lite's SCardBeginTransaction() waits, polling every 100 ms,
+ * for as long as another process holds one: cancel() ends our wait. */
 static LONG pcsc_hold(calais_reader *r, bool held)
 {
 	struct pcsc_reader *pr = calais_reader_priv(r);
-	if (!held) {
-		LONG rv = SCARD_S_SUCCESS;
-		if (pr->in_tx && pr->connected)
-			rv = map(pr, pr->pp->api.end(pr->h, SCARD_LEAVE_CARD), "end transaction");
-		pr->in_tx = false;
-		return rv;
-	}
-	LONG rv = any_connection(pr);
-	if (rv == SCARD_S_SUCCESS && !pr->in_tx) {
-		rv = map(pr, pr->pp->api.begin(pr->h), "begin transaction");
-		pr->in_tx = rv == SCARD_S_SUCCESS;
-	}
-	return rv;
+	if (!held && !pr->c.in_tx)
+		return SCARD_S_SUCCESS;
+	return call_simple(pr, held ? OP_HOLD : OP_UNHOLD, 0, 0, NULL, 0);
+}
+
+/* Never blocks: wakes the reader's caller, which leaves the service's call running. */
+static void pcsc_cancel(calais_reader *r)
+{
+	struct pcsc_reader *pr = calais_reader_priv(r);
+	struct pcsc_priv *pp = pr->pp;
+	calais__mutex_lock(&pp->call_lock);
+	pr->cancelled = true;
+	if (pr->call)
+		calais__cond_signal(&pr->call->cond);
+	calais__mutex_unlock(&pp->call_lock);
 }
 
 const struct calais_backend calais__backend_pcsc = {
@@ -686,4 +1054,5 @@ const struct calais_backend calais__backend_pcsc = {
 	.get_attrib = pcsc_get_attrib,
 	.set_attrib = pcsc_set_attrib,
 	.hold = pcsc_hold,
+	.cancel = pcsc_cancel,
 };
