@@ -543,6 +543,19 @@ static LONG empty_answer(struct call *k)
 	return SCARD_F_COMM_ERROR;
 }
 
+/* pcsc-lite answers SCARD_F_COMM_ERROR both when its socket to pcscd closes (pcscd died
+ * in the middle of the call: measured) and for a driver's communication error. A fresh
+ * context says which: the service gone makes the reader unavailable (map()). */
+static LONG comm_error(struct call *k)
+{
+	SCARDCONTEXT c;
+	LONG rv = k->pp->api.establish(SCARD_SCOPE_SYSTEM, NULL, NULL, &c);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	k->pp->api.release(c);
+	return SCARD_F_COMM_ERROR;
+}
+
 static LONG op_transmit(struct call *k)
 {
 	struct svc *a = &k->pp->api;
@@ -563,6 +576,8 @@ static LONG op_transmit(struct call *k)
 		k->out_len = len;
 	if (rv == SCARD_S_SUCCESS && len < 2 && k->protocol != SCARD_PROTOCOL_RAW)
 		rv = empty_answer(k);
+	if (rv == SCARD_F_COMM_ERROR)
+		rv = comm_error(k);
 	return map(k, rv, "transmit");
 }
 
@@ -584,6 +599,8 @@ static LONG run_op(struct call *k)
 		rv = a->control(c->h, k->code, k->in, (DWORD)k->in_len, k->out, (DWORD)k->out_cap,
 		                &got);
 		k->out_len = got;
+		if (rv == SCARD_F_COMM_ERROR)
+			rv = comm_error(k);
 		return map(k, rv, "control");
 	case OP_GET_ATTRIB:
 		rv = any_connection(k);
