@@ -528,8 +528,8 @@ static LONG any_connection(struct call *k)
 
 /* pcscd answers success with an empty response when a vpcd card's connection closes in
  * the middle of an exchange (measured): no APDU answer is shorter than SW1 SW2. The
- * service's own view of the card says whether it is gone already; pcscd only learns it
- * at its next presence poll (up to 400 ms), so it is mostly a communication error. */
+ * service's own view of the card says whether it is gone (with pcscd 1.9.9 and vpcd it
+ * is, at once: measured), else it is a communication error. */
 static LONG empty_answer(struct call *k)
 {
 	char name[MAX_READERNAME];
@@ -543,17 +543,21 @@ static LONG empty_answer(struct call *k)
 	return SCARD_F_COMM_ERROR;
 }
 
-/* pcsc-lite answers SCARD_F_COMM_ERROR both when its socket to pcscd closes (pcscd died
- * in the middle of the call: measured) and for a driver's communication error. A fresh
- * context says which: the service gone makes the reader unavailable (map()). */
-static LONG comm_error(struct call *k)
+/* pcsc-lite answers SCARD_F_COMM_ERROR (pcscd's end closed) or SCARD_W_SECURITY_VIOLATION
+ * (reset) when its socket to pcscd breaks in the middle of a call (pcscd died: both
+ * measured), and the first also for a driver's communication error. A fresh context says
+ * which: the service gone makes the reader unavailable (map()). */
+static LONG lost_service(struct call *k, LONG rv)
 {
-	SCARDCONTEXT c;
-	LONG rv = k->pp->api.establish(SCARD_SCOPE_SYSTEM, NULL, NULL, &c);
-	if (rv != SCARD_S_SUCCESS)
+	if (rv != SCARD_F_COMM_ERROR && rv != SCARD_W_SECURITY_VIOLATION)
 		return rv;
+	SCARDCONTEXT c;
+	/* A dying pcscd may still take the connection and reset it: any failure to reach
+	 * the service is its loss. */
+	if (k->pp->api.establish(SCARD_SCOPE_SYSTEM, NULL, NULL, &c) != SCARD_S_SUCCESS)
+		return SCARD_E_NO_SERVICE;
 	k->pp->api.release(c);
-	return SCARD_F_COMM_ERROR;
+	return rv;
 }
 
 static LONG op_transmit(struct call *k)
@@ -576,9 +580,7 @@ static LONG op_transmit(struct call *k)
 		k->out_len = len;
 	if (rv == SCARD_S_SUCCESS && len < 2 && k->protocol != SCARD_PROTOCOL_RAW)
 		rv = empty_answer(k);
-	if (rv == SCARD_F_COMM_ERROR)
-		rv = comm_error(k);
-	return map(k, rv, "transmit");
+	return map(k, lost_service(k, rv), "transmit");
 }
 
 /* One call's work, on its thread. */
@@ -599,9 +601,7 @@ static LONG run_op(struct call *k)
 		rv = a->control(c->h, k->code, k->in, (DWORD)k->in_len, k->out, (DWORD)k->out_cap,
 		                &got);
 		k->out_len = got;
-		if (rv == SCARD_F_COMM_ERROR)
-			rv = comm_error(k);
-		return map(k, rv, "control");
+		return map(k, lost_service(k, rv), "control");
 	case OP_GET_ATTRIB:
 		rv = any_connection(k);
 		if (rv != SCARD_S_SUCCESS)

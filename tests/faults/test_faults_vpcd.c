@@ -26,6 +26,7 @@
 #include "backends/backend-test.h"
 #include "backends/ports-test.h"
 #include "faults.h"
+#include "vpcd-card.h"
 
 #ifndef VCARD_PATH
 #error "VCARD_PATH: the path of tests/peers' vcard executable"
@@ -214,87 +215,16 @@ static LONG select_on(SCARDHANDLE h)
 	return SCardTransmit(h, SCARD_PCI_T1, SELECT, sizeof(SELECT), NULL, resp, &rl);
 }
 
-/* ---- the neighbour's card: played here, inserted by connecting ------------------------ */
+/* ---- the neighbour ---------------------------------------------------------------------- */
 
-struct ncard {
-	int fd;
-	pthread_t th;
-	bool running;
-};
-
-static bool nc_read(int fd, uint8_t *b, size_t n)
+/* The neighbour's card (vpcd-card.h) is shown within FM_NEIGHBOUR_MS, then taken out. */
+static void assert_neighbour(const char *what)
 {
-	for (size_t got = 0; got < n;) {
-		ssize_t k = recv(fd, b + got, n - got, 0);
-		if (k <= 0)
-			return false;
-		got += (size_t)k;
-	}
-	return true;
+	struct ncard nc = { .port = port0 + 1, .atr = ATR, .atr_len = sizeof(ATR), .fd = -1 };
+	fm_assert_neighbour_sees(R1, nc_insert, &nc, what);
+	nc_end(&nc);
+	cr_assert(wait_empty(R1, 2000), "%s: the neighbour's card stayed", what);
 }
-
-/* Answers GET ATR with ATR and every APDU with 90 00, until the reader closes. */
-static void *nc_main(void *arg)
-{
-	struct ncard *c = arg;
-	uint8_t hdr[2], msg[65536], out[2 + sizeof(ATR)];
-	while (nc_read(c->fd, hdr, 2)) {
-		size_t n = (size_t)hdr[0] << 8 | hdr[1];
-		if (!n || !nc_read(c->fd, msg, n))
-			break;
-		size_t len = 0;
-		if (n == 1 && msg[0] == 4) {
-			memcpy(out + 2, ATR, sizeof(ATR));
-			len = sizeof(ATR);
-		} else if (n >= 2) {
-			out[2] = 0x90;
-			out[3] = 0x00;
-			len = 2;
-		}
-		if (len) {
-			out[0] = 0;
-			out[1] = (uint8_t)len;
-			if (send(c->fd, out, 2 + len, MSG_NOSIGNAL) != (ssize_t)(2 + len))
-				break;
-		}
-	}
-	return NULL;
-}
-
-/* fm_assert_neighbour_sees()'s insert(): the card connects to reader 1 (at once: the
- * listening socket takes it) and answers from its thread. */
-static void nc_insert(void *arg)
-{
-	struct ncard *c = arg;
-	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	cr_assert_geq(c->fd, 0);
-	int one = 1;
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)(port0 + 1)),
-		                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	cr_assert_eq(connect(c->fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect: %s",
-	             strerror(errno));
-	cr_assert_eq(pthread_create(&c->th, NULL, nc_main, c), 0);
-	c->running = true;
-}
-
-static void nc_end(struct ncard *c)
-{
-	if (!c->running)
-		return;
-	shutdown(c->fd, SHUT_RDWR);
-	pthread_join(c->th, NULL);
-	close(c->fd);
-	c->running = false;
-}
-
-#define assert_neighbour(what)                                                             \
-	do {                                                                               \
-		struct ncard nc_ = { .fd = -1 };                                           \
-		fm_assert_neighbour_sees(R1, nc_insert, &nc_, (what));                     \
-		nc_end(&nc_);                                                              \
-		cr_assert(wait_empty(R1, 2000), "%s: the neighbour's card stayed", (what)); \
-	} while (0)
 
 /* ---- calls run on their own thread ----------------------------------------------------- */
 
