@@ -95,8 +95,8 @@ static void pick_ports(void)
 }
 
 /* The faulty card: vcard on reader 0 with its fault options (a NULL-terminated list);
- * with --retry when retry. */
-static void card_run(bool retry, ...)
+ * with --retry when retry is non-zero (an int: va_start needs an unpromoted type). */
+static void card_run(int retry, ...)
 {
 	char p[16];
 	snprintf(p, sizeof(p), "%d", port0);
@@ -141,7 +141,7 @@ static long start_with(const char *early_fault)
 	calais_shutdown();
 	pick_ports();
 	if (early_fault) {
-		card_run(true, early_fault, NULL);
+		card_run(1, early_fault, NULL);
 		usleep(100 * 1000); /* retrying its connection by now */
 	}
 	char v[64];
@@ -261,7 +261,7 @@ TestSuite(faults_vpcd, .fini = stop, .timeout = 120);
 Test(faults_vpcd, mute_card_at_power_up)
 {
 	start();
-	card_run(false, "--mute-atr", NULL);
+	card_run(0, "--mute-atr", NULL);
 	cr_assert(wait_count(&n_connected, 1, 5000), "the mute card never connected");
 	long fault = fm_now_ms();
 	struct fm_call c;
@@ -296,7 +296,7 @@ Test(faults_vpcd, mute_card_does_not_hold_start_up)
 Test(faults_vpcd, peer_withholding_its_atr_in_a_loop)
 {
 	start();
-	card_run(true, "--reconnect-mute", "--withhold-ms", "1000", NULL);
+	card_run(1, "--reconnect-mute", "--withhold-ms", "1000", NULL);
 	cr_assert(wait_count(&n_connected, 1, 5000), "the peer never connected");
 	assert_neighbour("peer withholding its ATR in a loop");
 	cr_assert(wait_count(&n_connected, 3, 5000), "the peer is not looping");
@@ -315,7 +315,7 @@ Test(faults_vpcd, card_silent_mid_exchange)
 	snprintf(lim, sizeof(lim), "%d", LIMIT_MS);
 	setenv("CALAIS_EXCHANGE_TIMEOUT_MS", lim, 1);
 	start();
-	card_run(false, "--silent-after", "1", NULL);
+	card_run(0, "--silent-after", "1", NULL);
 	cr_assert(wait_present(R0, 5000), "the card");
 	struct xfer_arg x = { .h = connect_r0() };
 	assert_rv(select_on(x.h), SCARD_S_SUCCESS);
@@ -334,7 +334,7 @@ Test(faults_vpcd, card_silent_mid_exchange)
  * exchange ends with `want` within FM_END_MS; the neighbour works before and after. */
 static SCARDHANDLE signal_mid_exchange(int sig, bool in_tx, LONG want, const char *what)
 {
-	card_run(false, "--silent-after", in_tx ? "1" : "0", NULL);
+	card_run(0, "--silent-after", in_tx ? "1" : "0", NULL);
 	cr_assert(wait_present(R0, 5000), "the card");
 	struct xfer_arg x = { .h = connect_r0() };
 	if (in_tx) {
