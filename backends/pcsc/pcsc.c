@@ -105,13 +105,28 @@ struct pcsc_priv {
 	struct entry *entries[MAX_SVC_READERS];
 	size_t n_entries;
 	DWORD pnp_state;
-	/* Calls in progress and calls left running (cancel, exchange limit). Its own lock,
-	 * never held across a service call, so cancel() never waits for the watcher. Lock
-	 * order: lock, then call_lock (never the other way). */
-	calais__mutex_t call_lock;
-	calais__cond_t call_cond;      /* an orphan finished */
-	struct call *orphans;          /* call_lock */
+	struct calls *cs;     /* the service's functions and the calls: see struct calls */
 };
+
+/* What a call needs that may outlive the backend: the service's functions, and the lock
+ * and list of the calls in progress or left running (cancel, exchange limit). Allocated
+ * at init, freed at exit, unless calls still run in the service then: it stays, with the
+ * library loaded, for them. Its lock is never held across a service call, so cancel()
+ * never waits for the watcher or a service call; lock order: pcsc_priv.lock, then this
+ * one (never the other way). */
+struct calls {
+	struct svc api;
+	calais__mutex_t lock;
+	calais__cond_t cond;   /* an orphan finished */
+	struct call *orphans;  /* lock */
+	bool left_behind;      /* lock: exit gave up waiting for the orphans */
+	struct calls *next_left; /* left_behind: the chain of them (shutdown's thread) */
+};
+
+/* The calls blocks exit had to leave to their orphans, kept reachable: they are the
+ * process's from then on. Written by exit only, which the core never runs twice at a
+ * time. */
+static struct calls *left_to_the_process;
 
 /* A reader's connection at the service: its own context (pcsc-lite serialises the calls
  * of one context) and the card handle, both opened on demand. */
@@ -130,8 +145,8 @@ struct pcsc_reader {
 	struct entry *e;       /* pp->lock */
 	char name[MAX_READERNAME];
 	struct conn c;
-	struct call *call;     /* pp->call_lock: the call in progress */
-	bool cancelled;        /* pp->call_lock */
+	struct call *call;     /* cs->lock: the call in progress */
+	bool cancelled;        /* cs->lock */
 };
 
 enum op { OP_TRANSMIT, OP_CONTROL, OP_GET_ATTRIB, OP_SET_ATTRIB, OP_RESET, OP_PROTOCOL,
@@ -139,9 +154,9 @@ enum op { OP_TRANSMIT, OP_CONTROL, OP_GET_ATTRIB, OP_SET_ATTRIB, OP_RESET, OP_PR
 
 /* One call into the service on a reader's connection, run by its own thread. It owns
  * copies of its input and room for its output, so a caller that walks away (cancel)
- * leaves it nothing of its own. done, abandoned and finished: pp->call_lock. */
+ * leaves it nothing of its own. done, abandoned and finished: cs->lock. */
 struct call {
-	struct pcsc_priv *pp;
+	struct calls *cs;
 	struct conn c;
 	enum op op;
 	uint32_t protocol, code;
@@ -155,7 +170,7 @@ struct call {
 	bool done;             /* the service returned */
 	bool abandoned;        /* the caller left: the call closes its connection */
 	bool finished;         /* an abandoned call's thread is over: join it */
-	struct call *next;     /* pp->orphans */
+	struct call *next;     /* cs->orphans */
 	char name[MAX_READERNAME];
 	uint8_t buf[];         /* in_len bytes of input, then out_cap of output */
 };
@@ -179,7 +194,7 @@ static LONG map(struct call *k, LONG rv, const char *what)
 		k->c.connected = false;
 		k->c.in_tx = false;
 		if (k->c.ctx_valid)
-			k->pp->api.release(k->c.ctx);
+			k->cs->api.release(k->c.ctx);
 		k->c.ctx_valid = false;
 		return SCARD_E_READER_UNAVAILABLE;
 	case SCARD_E_NO_SMARTCARD:
@@ -197,7 +212,7 @@ static LONG map(struct call *k, LONG rv, const char *what)
 
 static bool load_path(struct pcsc_priv *pp, const char *path)
 {
-	struct svc *a = &pp->api;
+	struct svc *a = &pp->cs->api;
 	calais__dl_t lib = calais__dl_open(path);
 	if (!lib) {
 		pcsc_log(CALAIS_LOG_DEBUG, "cannot load %s: %s", path, calais__dl_error());
@@ -281,7 +296,7 @@ static void service_lost(struct pcsc_priv *pp, LONG rv)
 	while (pp->n_entries)
 		drop_entry(pp, pp->n_entries - 1);
 	if (pp->wctx_valid)
-		pp->api.release(pp->wctx);
+		pp->cs->api.release(pp->wctx);
 	pp->wctx_valid = false;
 	pp->pnp_state = 0;
 }
@@ -314,7 +329,7 @@ static void add_entry(struct pcsc_priv *pp, const char *name)
 	pp->entries[pp->n_entries++] = e;
 	/* Its state now, so a card already there is listed with the reader. */
 	SCARD_READERSTATE rs = { .szReader = e->name, .dwCurrentState = SCARD_STATE_UNAWARE };
-	if (pp->api.status_change(pp->wctx, 0, &rs, 1) == SCARD_S_SUCCESS) {
+	if (pp->cs->api.status_change(pp->wctx, 0, &rs, 1) == SCARD_S_SUCCESS) {
 		e->state = rs.dwEventState & ~(DWORD)SCARD_STATE_CHANGED;
 		e->present = (e->state & SCARD_STATE_PRESENT) != 0;
 		e->atr_len = rs.cbAtr <= MAX_ATR_SIZE ? rs.cbAtr : 0;
@@ -331,7 +346,7 @@ static LONG sync_readers(struct pcsc_priv *pp)
 {
 	char buf[MAX_SVC_READERS * MAX_READERNAME];
 	DWORD len = sizeof(buf);
-	LONG rv = pp->api.list(pp->wctx, NULL, buf, &len);
+	LONG rv = pp->cs->api.list(pp->wctx, NULL, buf, &len);
 	if (rv == SCARD_E_NO_READERS_AVAILABLE) {
 		len = 0;
 		buf[0] = 0;
@@ -395,7 +410,7 @@ static void *watcher_main(void *arg)
 			}
 		}
 		if (!pp->wctx_valid) {
-			LONG rv = pp->api.establish(SCARD_SCOPE_SYSTEM, NULL, NULL, &pp->wctx);
+			LONG rv = pp->cs->api.establish(SCARD_SCOPE_SYSTEM, NULL, NULL, &pp->wctx);
 			if (rv != SCARD_S_SUCCESS) {
 				if (!pp->down_logged)
 					pcsc_log(CALAIS_LOG_WARNING,
@@ -436,7 +451,7 @@ static void *watcher_main(void *arg)
 		}
 		SCARDCONTEXT wctx = pp->wctx;
 		calais__mutex_unlock(&pp->lock);
-		rv = pp->api.status_change(wctx, INFINITE, rs, (DWORD)n + 1);
+		rv = pp->cs->api.status_change(wctx, INFINITE, rs, (DWORD)n + 1);
 		calais__mutex_lock(&pp->lock);
 		if (pp->stop)
 			break;
@@ -470,15 +485,15 @@ static void *watcher_main(void *arg)
 /* ---- calls into the service on a reader's connection -------------------------------- */
 
 /* Closes a connection: the service's transaction ends with it. */
-static void conn_close(struct pcsc_priv *pp, struct conn *c)
+static void conn_close(const struct svc *a, struct conn *c)
 {
 	if (c->connected) {
 		if (c->in_tx)
-			pp->api.end(c->h, SCARD_LEAVE_CARD);
-		pp->api.disconnect(c->h, SCARD_LEAVE_CARD);
+			a->end(c->h, SCARD_LEAVE_CARD);
+		a->disconnect(c->h, SCARD_LEAVE_CARD);
 	}
 	if (c->ctx_valid)
-		pp->api.release(c->ctx);
+		a->release(c->ctx);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -486,7 +501,7 @@ static void conn_close(struct pcsc_priv *pp, struct conn *c)
  * card work, DIRECT for control and attributes without a card. */
 static LONG ensure(struct call *k, DWORD share, DWORD proto)
 {
-	struct svc *a = &k->pp->api;
+	struct svc *a = &k->cs->api;
 	struct conn *c = &k->c;
 	LONG rv;
 	if (!c->ctx_valid) {
@@ -535,7 +550,7 @@ static LONG empty_answer(struct call *k)
 	char name[MAX_READERNAME];
 	DWORD nl = sizeof(name), state = 0, proto, al = MAX_ATR_SIZE;
 	uint8_t atr[MAX_ATR_SIZE];
-	LONG rv = k->pp->api.status(k->c.h, name, &nl, &state, &proto, atr, &al);
+	LONG rv = k->cs->api.status(k->c.h, name, &nl, &state, &proto, atr, &al);
 	if (rv == SCARD_W_REMOVED_CARD || rv == SCARD_E_NO_SMARTCARD ||
 	    (rv == SCARD_S_SUCCESS && !(state & SCARD_PRESENT)))
 		return SCARD_W_REMOVED_CARD;
@@ -554,15 +569,15 @@ static LONG lost_service(struct call *k, LONG rv)
 	SCARDCONTEXT c;
 	/* A dying pcscd may still take the connection and reset it: any failure to reach
 	 * the service is its loss. */
-	if (k->pp->api.establish(SCARD_SCOPE_SYSTEM, NULL, NULL, &c) != SCARD_S_SUCCESS)
+	if (k->cs->api.establish(SCARD_SCOPE_SYSTEM, NULL, NULL, &c) != SCARD_S_SUCCESS)
 		return SCARD_E_NO_SERVICE;
-	k->pp->api.release(c);
+	k->cs->api.release(c);
 	return rv;
 }
 
 static LONG op_transmit(struct call *k)
 {
-	struct svc *a = &k->pp->api;
+	struct svc *a = &k->cs->api;
 	LONG rv = ensure(k, SCARD_SHARE_SHARED, k->protocol);
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
@@ -586,7 +601,7 @@ static LONG op_transmit(struct call *k)
 /* One call's work, on its thread. */
 static LONG run_op(struct call *k)
 {
-	struct svc *a = &k->pp->api;
+	struct svc *a = &k->cs->api;
 	struct conn *c = &k->c;
 	LONG rv;
 	DWORD got, active;
@@ -663,38 +678,53 @@ static LONG run_op(struct call *k)
 static void *call_main(void *arg)
 {
 	struct call *k = arg;
-	struct pcsc_priv *pp = k->pp;
+	struct calls *cs = k->cs;
 	LONG rv = run_op(k);
-	calais__mutex_lock(&pp->call_lock);
+	calais__mutex_lock(&cs->lock);
 	k->rv = rv;
 	k->done = true;
 	bool orphan = k->abandoned;
 	calais__cond_signal(&k->cond);
-	calais__mutex_unlock(&pp->call_lock);
+	calais__mutex_unlock(&cs->lock);
 	/* Not abandoned: the caller owns k from here and joins this thread. */
-	if (orphan) {
-		pcsc_log(CALAIS_LOG_DEBUG, "\"%s\": a call left running returned: 0x%08lX",
-		         k->name, (unsigned long)(DWORD)rv);
-		conn_close(pp, &k->c);
-		calais__mutex_lock(&pp->call_lock);
+	if (!orphan)
+		return NULL;
+	pcsc_log(CALAIS_LOG_DEBUG, "\"%s\": a call left running returned: 0x%08lX", k->name,
+	         (unsigned long)(DWORD)rv);
+	conn_close(&cs->api, &k->c);
+	calais__mutex_lock(&cs->lock);
+	bool behind = cs->left_behind;
+	if (behind) {
+		/* Exit gave up on us: nobody joins this thread or reads k any more. */
+		for (struct call **p = &cs->orphans; *p; p = &(*p)->next)
+			if (*p == k) {
+				*p = k->next;
+				break;
+			}
+	} else {
 		k->finished = true;
-		calais__cond_broadcast(&pp->call_cond);
-		calais__mutex_unlock(&pp->call_lock);
+		calais__cond_broadcast(&cs->cond);
+	}
+	calais__mutex_unlock(&cs->lock);
+	if (behind) {
+		calais__thread_detach(k->th);
+		calais__cond_destroy(&k->cond);
+		free(k);
 	}
 	return NULL;
 }
 
 /* Joins and frees the abandoned calls that are over, waiting up to wait_ms for the
  * others. Returns how many still run. */
-static unsigned reap_orphans(struct pcsc_priv *pp, unsigned wait_ms)
+static unsigned reap_orphans(struct calls *cs, unsigned wait_ms)
 {
 	uint64_t until = calais__now_ms() + wait_ms;
 	unsigned running;
-	calais__mutex_lock(&pp->call_lock);
+	calais__mutex_lock(&cs->lock);
 	for (;;) {
 		struct call *over = NULL;
 		running = 0;
-		for (struct call **p = &pp->orphans; *p;) {
+		for (struct call **p = &cs->orphans; *p;) {
 			struct call *k = *p;
 			if (k->finished) {
 				*p = k->next;
@@ -705,7 +735,7 @@ static unsigned reap_orphans(struct pcsc_priv *pp, unsigned wait_ms)
 				p = &k->next;
 			}
 		}
-		calais__mutex_unlock(&pp->call_lock);
+		calais__mutex_unlock(&cs->lock);
 		while (over) {
 			struct call *k = over;
 			over = k->next;
@@ -713,11 +743,11 @@ static unsigned reap_orphans(struct pcsc_priv *pp, unsigned wait_ms)
 			calais__cond_destroy(&k->cond);
 			free(k);
 		}
-		calais__mutex_lock(&pp->call_lock);
-		if (!running || !calais__cond_wait_until(&pp->call_cond, &pp->call_lock, until))
+		calais__mutex_lock(&cs->lock);
+		if (!running || !wait_ms || !calais__cond_wait_until(&cs->cond, &cs->lock, until))
 			break;
 	}
-	calais__mutex_unlock(&pp->call_lock);
+	calais__mutex_unlock(&cs->lock);
 	return running;
 }
 
@@ -728,7 +758,7 @@ static struct call *call_new(struct pcsc_reader *pr, enum op op, const void *in,
 	if (!k)
 		return NULL;
 	memset(k, 0, sizeof(*k));
-	k->pp = pr->pp;
+	k->cs = pr->pp->cs;
 	k->op = op;
 	if (in_len)
 		memcpy(k->buf, in, in_len);
@@ -743,42 +773,40 @@ static struct call *call_new(struct pcsc_reader *pr, enum op op, const void *in,
 /* Runs k on its own thread with the reader's connection, and waits for it, for cancel()
  * or for timeout_ms (0: no limit of ours). Returns the call's code, with k still the
  * caller's to read and free, or SCARD_E_CANCELLED / SCARD_E_TIMEOUT with k left running
- * (it frees itself via the orphan list) and *left set. Reader's I/O lock held. */
+ * (it is the orphan list's then) and *left set. Reader's I/O lock held. */
 static LONG call_run(struct pcsc_reader *pr, struct call *k, uint32_t timeout_ms, bool *left)
 {
-	struct pcsc_priv *pp = pr->pp;
+	struct calls *cs = k->cs;
 	*left = false;
-	if (pp->orphans)
-		reap_orphans(pp, 0);
+	reap_orphans(cs, 0);
 	k->c = pr->c;
 	calais__cond_init(&k->cond);
-	calais__mutex_lock(&pp->call_lock);
+	calais__mutex_lock(&cs->lock);
 	/* A cancel that came after the last call returned was meant for that one. */
 	pr->cancelled = false;
 	pr->call = k;
-	calais__mutex_unlock(&pp->call_lock);
+	calais__mutex_unlock(&cs->lock);
 	if (calais__thread_create(&k->th, call_main, k) != 0) {
 		/* No thread to spare: the call runs here, out of cancel's reach. */
 		LONG rv = run_op(k);
-		calais__mutex_lock(&pp->call_lock);
+		calais__mutex_lock(&cs->lock);
 		pr->call = NULL;
-		calais__mutex_unlock(&pp->call_lock);
+		calais__mutex_unlock(&cs->lock);
 		calais__cond_destroy(&k->cond);
 		pr->c = k->c;
 		return rv;
 	}
 	uint64_t deadline = timeout_ms ? calais__now_ms() + timeout_ms : 0;
 	LONG why = SCARD_S_SUCCESS;
-	calais__mutex_lock(&pp->call_lock);
+	calais__mutex_lock(&cs->lock);
 	while (!k->done) {
 		if (pr->cancelled) {
 			why = SCARD_E_CANCELLED;
 			break;
 		}
 		if (!deadline) {
-			calais__cond_wait(&k->cond, &pp->call_lock);
-		} else if (!calais__cond_wait_until(&k->cond, &pp->call_lock, deadline) &&
-		           !k->done) {
+			calais__cond_wait(&k->cond, &cs->lock);
+		} else if (!calais__cond_wait_until(&k->cond, &cs->lock, deadline) && !k->done) {
 			why = SCARD_E_TIMEOUT;
 			break;
 		}
@@ -788,9 +816,9 @@ static LONG call_run(struct pcsc_reader *pr, struct call *k, uint32_t timeout_ms
 		/* The service call goes on; its connection goes with it and is closed when it
 		 * returns. The reader opens a new one at its next call. */
 		k->abandoned = true;
-		k->next = pp->orphans;
-		pp->orphans = k;
-		calais__mutex_unlock(&pp->call_lock);
+		k->next = cs->orphans;
+		cs->orphans = k;
+		calais__mutex_unlock(&cs->lock);
 		memset(&pr->c, 0, sizeof(pr->c));
 		pcsc_log(CALAIS_LOG_INFO, "\"%s\": %s; the service's call is left to end by itself",
 		         pr->name, why == SCARD_E_TIMEOUT ? "exchange limit reached" : "cancelled");
@@ -798,7 +826,7 @@ static LONG call_run(struct pcsc_reader *pr, struct call *k, uint32_t timeout_ms
 		return why;
 	}
 	LONG rv = k->rv;
-	calais__mutex_unlock(&pp->call_lock);
+	calais__mutex_unlock(&cs->lock);
 	calais__thread_join(k->th);
 	calais__cond_destroy(&k->cond);
 	pr->c = k->c;
@@ -829,10 +857,17 @@ static LONG pcsc_init(calais_backend_instance *bi)
 	pp->bi = bi;
 	calais__mutex_init(&pp->lock);
 	calais__cond_init(&pp->cond);
-	calais__mutex_init(&pp->call_lock);
-	calais__cond_init(&pp->call_cond);
+	pp->cs = calloc(1, sizeof(*pp->cs));
+	if (!pp->cs)
+		return SCARD_E_NO_MEMORY;
+	calais__mutex_init(&pp->cs->lock);
+	calais__cond_init(&pp->cs->cond);
 	if (calais__thread_create(&pp->watcher, watcher_main, pp) != 0) {
 		pcsc_log(CALAIS_LOG_ERROR, "cannot start the watcher thread");
+		calais__cond_destroy(&pp->cs->cond);
+		calais__mutex_destroy(&pp->cs->lock);
+		free(pp->cs);
+		pp->cs = NULL;
 		return SCARD_E_NO_MEMORY;
 	}
 	pp->watcher_running = true;
@@ -856,7 +891,7 @@ static void pcsc_stop(calais_backend_instance *bi)
 	 * after it would sleep for ever. Cancel again until the watcher is out. */
 	while (pp->watcher_running && !pp->watcher_done) {
 		if (pp->wctx_valid)
-			pp->api.cancel(pp->wctx);
+			pp->cs->api.cancel(pp->wctx);
 		calais__cond_wait_until(&pp->cond, &pp->lock, calais__now_ms() + 20);
 	}
 	calais__mutex_unlock(&pp->lock);
@@ -872,28 +907,47 @@ static void pcsc_stop(calais_backend_instance *bi)
 static void pcsc_exit(calais_backend_instance *bi)
 {
 	struct pcsc_priv *pp = calais_backend_priv(bi);
+	struct calls *cs = pp->cs;
+	if (!cs)
+		return; /* init failed */
 	while (pp->n_entries) {
 		pp->entries[pp->n_entries - 1]->r = NULL;
 		free(pp->entries[--pp->n_entries]);
 	}
 	if (pp->wctx_valid)
-		pp->api.release(pp->wctx);
-	unsigned left = reap_orphans(pp, ORPHAN_WAIT_MS);
+		cs->api.release(pp->wctx);
+	calais__cond_destroy(&pp->cond);
+	calais__mutex_destroy(&pp->lock);
+	reap_orphans(cs, ORPHAN_WAIT_MS);
+	/* From here an orphan that ends frees itself; those that ended meanwhile are joined
+	 * now. One that leaves the list under the lock never touches cs or the library
+	 * again. */
+	calais__mutex_lock(&cs->lock);
+	cs->left_behind = true;
+	calais__mutex_unlock(&cs->lock);
+	reap_orphans(cs, 0);
+	calais__mutex_lock(&cs->lock);
+	unsigned left = 0;
+	for (struct call *k = cs->orphans; k; k = k->next)
+		left++;
+	calais__mutex_unlock(&cs->lock);
 	if (left) {
 		/* Their threads are still inside the service's library: it stays loaded, and
-		 * they, their locks and their memory are left to the process. */
+		 * cs with it; each frees its own call and detaches itself when the service
+		 * returns. */
 		pcsc_log(CALAIS_LOG_WARNING,
 		         "%u call%s still in the PC/SC service at shutdown; left running", left,
 		         left == 1 ? "" : "s");
+		cs->next_left = left_to_the_process;
+		left_to_the_process = cs;
 		return;
 	}
-	if (pp->api.lib)
-		calais__dl_close(pp->api.lib);
-	free(pp->api.path);
-	calais__cond_destroy(&pp->call_cond);
-	calais__mutex_destroy(&pp->call_lock);
-	calais__cond_destroy(&pp->cond);
-	calais__mutex_destroy(&pp->lock);
+	if (cs->api.lib)
+		calais__dl_close(cs->api.lib);
+	free(cs->api.path);
+	calais__cond_destroy(&cs->cond);
+	calais__mutex_destroy(&cs->lock);
+	free(cs);
 }
 
 /* Inline: nothing cancels a close, and the core calls it after the reader's last call. */
@@ -906,7 +960,7 @@ static void pcsc_close(calais_reader *r)
 		pr->e->r = NULL;
 	pr->e = NULL;
 	calais__mutex_unlock(&pp->lock);
-	conn_close(pp, &pr->c);
+	conn_close(&pp->cs->api, &pr->c);
 }
 
 static LONG pcsc_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_len)
@@ -1044,12 +1098,12 @@ static LONG pcsc_hold(calais_reader *r, bool held)
 static void pcsc_cancel(calais_reader *r)
 {
 	struct pcsc_reader *pr = calais_reader_priv(r);
-	struct pcsc_priv *pp = pr->pp;
-	calais__mutex_lock(&pp->call_lock);
+	struct calls *cs = pr->pp->cs;
+	calais__mutex_lock(&cs->lock);
 	pr->cancelled = true;
 	if (pr->call)
 		calais__cond_signal(&pr->call->cond);
-	calais__mutex_unlock(&pp->call_lock);
+	calais__mutex_unlock(&cs->lock);
 }
 
 const struct calais_backend calais__backend_pcsc = {

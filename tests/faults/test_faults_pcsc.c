@@ -302,3 +302,26 @@ Test(faults_pcsc, card_pulled_mid_transaction)
 	assert_rv(SCardEndTransaction(h, SCARD_LEAVE_CARD), SCARD_W_REMOVED_CARD);
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
+
+/* Shutdown with a card silent for good in the service: the exchange ends with
+ * SCARD_E_NO_SERVICE at once, shutdown waits 1 s for the service's call and then leaves
+ * it running; it ends by itself when the card goes. */
+Test(faults_pcsc, shutdown_leaves_a_silent_exchange_behind)
+{
+	card_run("--silent-after", "0");
+	cr_assert(wait_state(R0, SCARD_STATE_PRESENT, 5000), "the card");
+	struct xfer_arg x = { .h = connect_r0() };
+	struct fm_call c;
+	fm_call_start(&c, call_select, &x);
+	usleep(200 * 1000);
+	long fault = fm_now_ms();
+	calais_shutdown();
+	long took = fm_now_ms() - fault;
+	cr_log_info("shutdown with a silent card in the service: %ld ms", took);
+	fm_assert_call_ends(&c, SCARD_E_NO_SERVICE, fault, FM_END_MS, "exchange at shutdown");
+	/* The backend's 1 s for the service's call, then the rest of shutdown. */
+	cr_assert_leq(took, (long)((1000 + FM_END_MS) * fm_slow()), "shutdown took %ld ms", took);
+	card_end();
+	/* The call left behind returns, closes its connection and frees itself. */
+	usleep((useconds_t)(300 * 1000 * fm_slow()));
+}
