@@ -15,14 +15,21 @@
  * or SCardReleaseContext() of that context wait behind them, and another context's
  * SCardConnect() on the same reader waits in pcscd behind the reader's lock; a card
  * whose vpcd connection closes ends the exchange at once (pcscd answers success with an
- * empty response); pcscd dying ends it at once with SCARD_F_COMM_ERROR. So every call
- * on a reader's connection runs on a thread of its own (struct call), and the reader's
- * caller waits for it, for cancel() or for the exchange limit: on cancel or the limit
- * the caller returns at once and the call is left to finish in the service, owning the
- * connection it was lent, which it closes then; the reader opens a new one next time
- * (which pcscd may make wait until the old exchange is over: that bound is the
- * service's). The watcher never waits on a reader's call: it has a context of its own,
- * and each reader another. */
+ * empty response); pcscd dying ends it at once with SCARD_F_COMM_ERROR or
+ * SCARD_W_SECURITY_VIOLATION (its socket closed or reset). pcsc-lite's
+ * SCardBeginTransaction() and SCardTransmit() also wait, polling every 100 ms, for as long
+ * as another process holds a transaction. So every call on a reader's connection runs on
+ * a thread of its own (struct call), and the reader's caller waits for it, for cancel()
+ * or for the exchange limit (transmit's timeout_ms): on cancel or the limit the caller
+ * returns at once (within a wake-up) and the call is left to finish in the service,
+ * owning the connection it was lent, which it closes then; the reader opens a new one
+ * next time (which pcscd may make wait until the old exchange is over: that bound is the
+ * service's, and cancel() ends that wait too). At shutdown calls still in the service
+ * get 1 s (ORPHAN_WAIT_MS), then are left running, with the library loaded. The watcher
+ * never waits on a reader's call: it has a context of its own, and each reader another.
+ * What stays the service's: a cold power-up reads the ATR the watcher got from the
+ * service, under the watcher's lock, which the watcher holds across its listing calls,
+ * so a hung (not dead) service delays it; close() disconnects inline. */
 #include "calais-internal.h"
 #include "platform/dl.h"
 
