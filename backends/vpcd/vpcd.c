@@ -5,9 +5,11 @@
  * card's insertion and its end the removal, both pushed to the core at once (pcscd's vpcd
  * polls every 400 ms). Every message is a 2-byte big-endian length and a payload: 1-byte
  * control messages (power off, power on, reset, get ATR) or an APDU, answered by one
- * message. One event thread accepts cards and watches idle ones; exchanges run on the
- * calling thread. Configuration: CALAIS_VPCD=host:port (127.0.0.1:35963) and
- * CALAIS_VPCD_READERS (2, at most 16). */
+ * message. One event thread accepts cards, reads each new card's ATR (without ever
+ * blocking: a card is reported inserted only once its ATR is in) and watches idle ones;
+ * exchanges run on the calling thread. No lock or thread is shared between readers across
+ * I/O, so a mute or silent card stalls only its own reader. Configuration:
+ * CALAIS_VPCD=host:port (127.0.0.1:35963) and CALAIS_VPCD_READERS (2, at most 16). */
 #include "calais-internal.h"
 
 #include <limits.h>
@@ -32,11 +34,15 @@
 #define CTRL_RESET 2u
 #define CTRL_ATR 4u
 
-/* vpcd waits for ever. We do not: a card that stops answering would hold the reader's I/O
- * lock, and at power-up the core's one worker thread, so the ATR gets a short bound. */
+/* vpcd waits for ever. We do not: a card that does not send its ATR within this bound
+ * is dropped unseen (at insertion, by the event thread, which meanwhile serves every
+ * other reader), and a reset or power-up later on ends with an error after it. */
 #define ATR_TIMEOUT_MS 5000u
-#define APDU_TIMEOUT_MS 30000u
-/* How long start-up waits for cards already trying to connect. */
+/* An exchange is bounded by transmit()'s timeout_ms (the core's exchange limit); this is
+ * only for a core that passes 0 (its default limit). */
+#define APDU_TIMEOUT_MS 300000u
+/* How long start-up waits for cards already trying to connect. A card whose ATR is not in
+ * by then is reported when it comes: start-up never waits longer than this for a card. */
 #define STARTUP_GRACE_MS 150u
 #define BACKOFF_MIN_MS 250u
 #define BACKOFF_MAX_MS 5000u
@@ -301,6 +307,11 @@ struct vpcd_priv;
  *   exchange that ends after the event thread skipped its socket wakes it (need_wake).
  * - A card that must go (EOF, malformed frame, timeout, cancel) is shut down at once
  *   (the card sees the close, the core gets the removal); the event thread closes it.
+ * - A new card is first the event thread's alone (atr_wait): it sends power on and GET
+ *   ATR at accept and gathers the answer from its poll loop, non-blocking, until the ATR
+ *   is whole (the card is then reported inserted, the ATR kept for the core's first
+ *   power-up) or ATR_TIMEOUT_MS passed, or the card left (then it is dropped unseen).
+ *   Exchanges refuse such a card (it is not inserted yet).
  */
 struct slot {
 	struct vpcd_priv *vp;
@@ -313,6 +324,12 @@ struct slot {
 	bool bind_logged;
 	sock_t card_sock;
 	bool busy, dropping, need_wake, cancelled;
+	/* The ATR read at insertion (event thread): atr_wait until it is whole; then
+	 * atr_fresh until the first cold power-up takes it (no power-off came between). */
+	bool atr_wait, atr_fresh;
+	uint64_t atr_deadline;
+	uint8_t atr_buf[2 + MAX_ATR_SIZE];
+	size_t atr_got;
 	char peer[80];
 };
 
@@ -489,8 +506,84 @@ static void try_listen(struct slot *s, uint64_t now)
 	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
 }
 
-/* Takes the cards waiting on a listening socket: the first is inserted, any other while
- * one is in is refused. vp->lock held. */
+/* Forgets a card never reported to the core (its ATR did not come): closed at once, so
+ * the card sees it. vp->lock held; event thread; no exchange can run on it. */
+static void discard_card(struct slot *s)
+{
+	sock_close(s->card_sock);
+	s->card_sock = BAD_SOCK;
+	s->atr_wait = s->atr_fresh = false;
+	s->atr_got = 0;
+}
+
+/* Power on and GET ATR, sent to a card just accepted; the answer is gathered by
+ * read_atr() from the poll loop. A fresh socket's buffer always takes the 6 bytes.
+ * vp->lock held; event thread. */
+static void start_atr(struct slot *s)
+{
+	static const uint8_t cmd[6] = { 0, 1, CTRL_ON, 0, 1, CTRL_ATR };
+	struct chunk c = { cmd, sizeof(cmd) };
+	long k = sock_sendv(s->card_sock, &c, 1);
+	if (k != (long)sizeof(cmd)) {
+		vpcd_log(CALAIS_LOG_WARNING, "\"%s\": card from %s: cannot send power on (%s); "
+		         "dropped", rname(s), s->peer, k < 0 ? strerror(sock_errno()) : "short");
+		discard_card(s);
+		return;
+	}
+	s->atr_wait = true;
+	s->atr_fresh = false;
+	s->atr_got = 0;
+	s->atr_deadline = calais__now_ms() + ATR_TIMEOUT_MS;
+}
+
+/* Reads what the new card has sent of its ATR, without waiting; once it is whole the card
+ * is reported inserted. A card that leaves or breaks the protocol first is dropped unseen.
+ * vp->lock held; event thread. */
+static void read_atr(struct slot *s)
+{
+	for (;;) {
+		size_t need = 2;
+		if (s->atr_got >= 2) {
+			size_t n = (size_t)s->atr_buf[0] << 8 | s->atr_buf[1];
+			if (n == 0 || n > MAX_ATR_SIZE) {
+				vpcd_log(CALAIS_LOG_WARNING, "\"%s\": card from %s: %s; dropped",
+				         rname(s), s->peer,
+				         n ? "ATR longer than 33 bytes" : "message of length 0");
+				discard_card(s);
+				return;
+			}
+			need = 2 + n;
+		}
+		if (s->atr_got == need)
+			break;
+		/* Only this message: anything after it stays for the first exchange, which
+		 * then finds data nobody asked for. */
+		long k = sock_recv(s->card_sock, s->atr_buf + s->atr_got, need - s->atr_got, false);
+		if (k > 0) {
+			s->atr_got += (size_t)k;
+			sock_quickack(s->card_sock);
+			continue;
+		}
+		int err = k < 0 ? sock_errno() : 0;
+		if (k < 0 && sock_again(err))
+			return;
+		if (k == 0 || sock_gone(err))
+			vpcd_log(CALAIS_LOG_INFO, "\"%s\": card from %s left before its ATR",
+			         rname(s), s->peer);
+		else
+			vpcd_log(CALAIS_LOG_WARNING, "\"%s\": card connection error (%s); dropped",
+			         rname(s), strerror(err));
+		discard_card(s);
+		return;
+	}
+	s->atr_wait = false;
+	s->atr_fresh = true;
+	vpcd_log(CALAIS_LOG_DEBUG, "\"%s\": %zu-byte ATR", rname(s), s->atr_got - 2);
+	calais_reader_card_event(s->r, true);
+}
+
+/* Takes the cards waiting on a listening socket: the first is powered up (start_atr),
+ * any other while one is in is refused. vp->lock held. */
 static void accept_cards(struct slot *s)
 {
 	for (;;) {
@@ -531,7 +624,7 @@ static void accept_cards(struct slot *s)
 		s->card_sock = c;
 		snprintf(s->peer, sizeof(s->peer), "%s", who);
 		vpcd_log(CALAIS_LOG_INFO, "\"%s\": card connected from %s", rname(s), who);
-		calais_reader_card_event(s->r, true);
+		start_atr(s);
 	}
 }
 
@@ -557,7 +650,7 @@ static void check_idle_card(struct slot *s, short revents)
 	reap(s);
 }
 
-enum { PF_WAKE, PF_LISTEN, PF_CARD };
+enum { PF_WAKE, PF_LISTEN, PF_CARD, PF_ATR };
 
 static void *event_main(void *arg)
 {
@@ -593,7 +686,20 @@ static void *event_main(void *arg)
 			} else if (s->retry_at < next) {
 				next = s->retry_at;
 			}
-			if (s->card_sock != BAD_SOCK && !s->dropping) {
+			if (s->card_sock != BAD_SOCK && s->atr_wait && now >= s->atr_deadline) {
+				vpcd_log(CALAIS_LOG_WARNING,
+				         "\"%s\": card from %s did not answer GET ATR in %u ms; "
+				         "dropped",
+				         rname(s), s->peer, ATR_TIMEOUT_MS);
+				discard_card(s);
+			}
+			if (s->card_sock != BAD_SOCK && s->atr_wait) {
+				pf[n] = (struct pollfd){ .fd = s->card_sock, .events = POLLIN };
+				who[n] = s;
+				kind[n++] = PF_ATR;
+				if (s->atr_deadline < next)
+					next = s->atr_deadline;
+			} else if (s->card_sock != BAD_SOCK && !s->dropping) {
 				if (s->busy) {
 					s->need_wake = true;
 				} else {
@@ -632,6 +738,10 @@ static void *event_main(void *arg)
 				    !s->dropping)
 					check_idle_card(s, pf[i].revents);
 				break;
+			case PF_ATR:
+				if (!s->gone && s->card_sock == pf[i].fd && s->atr_wait)
+					read_atr(s);
+				break;
 			}
 		}
 	}
@@ -652,16 +762,17 @@ struct xfer {
 	int err;
 };
 
-/* Claims the card's socket for an exchange. */
+/* Claims the card's socket for an exchange, bounded by timeout_ms as a whole. */
 static LONG begin_io(struct slot *s, struct xfer *x, uint32_t timeout_ms)
 {
 	struct vpcd_priv *vp = s->vp;
 	LONG rv = SCARD_S_SUCCESS;
 	*x = (struct xfer){ .s = s, .fd = BAD_SOCK, .deadline = calais__now_ms() + timeout_ms };
 	calais__mutex_lock(&vp->lock);
-	if (s->cancelled)
-		rv = SCARD_E_CANCELLED;
-	else if (s->card_sock == BAD_SOCK || s->dropping || s->gone)
+	/* A cancel that came after the last call returned was meant for that one. From here
+	 * on busy is set under the same lock, so a cancel for this call finds it. */
+	s->cancelled = false;
+	if (s->card_sock == BAD_SOCK || s->dropping || s->gone || s->atr_wait)
 		rv = SCARD_E_NO_SMARTCARD;
 	else
 		s->busy = true, x->fd = s->card_sock;
@@ -868,6 +979,19 @@ static LONG vpcd_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr
 	LONG rv = begin_io(s, &x, ATR_TIMEOUT_MS);
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
+	/* The event thread powered the card and read its ATR at insertion: the first cold
+	 * power-up after it takes that ATR, with no second round trip. */
+	calais__mutex_lock(&s->vp->lock);
+	size_t fresh = !warm && s->atr_fresh ? s->atr_got - 2 : 0;
+	if (fresh)
+		memcpy(atr, s->atr_buf + 2, fresh);
+	s->atr_fresh = false;
+	calais__mutex_unlock(&s->vp->lock);
+	if (fresh) {
+		end_io(&x, IO_OK);
+		*atr_len = fresh;
+		return SCARD_S_SUCCESS;
+	}
 	/* Power on (or reset) and get ATR leave together; only the second is answered. */
 	const uint8_t cmd[6] = { 0, 1, warm ? CTRL_RESET : CTRL_ON, 0, 1, CTRL_ATR };
 	enum io st = check_quiet(&x);
@@ -897,6 +1021,9 @@ static LONG vpcd_power_off(calais_reader *r)
 	LONG rv = begin_io(s, &x, ATR_TIMEOUT_MS);
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
+	calais__mutex_lock(&s->vp->lock);
+	s->atr_fresh = false; /* the next power-up is a real one */
+	calais__mutex_unlock(&s->vp->lock);
 	const uint8_t cmd[3] = { 0, 1, CTRL_OFF };
 	enum io st = check_quiet(&x);
 	if (st == IO_OK)
@@ -918,6 +1045,7 @@ static LONG vpcd_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx
 		return SCARD_E_INVALID_PARAMETER;
 	}
 	struct xfer x;
+	/* The whole exchange (send, the card's time, the answer) within the core's limit. */
 	LONG rv = begin_io(s, &x, timeout_ms ? timeout_ms : APDU_TIMEOUT_MS);
 	if (rv != SCARD_S_SUCCESS)
 		return rv == SCARD_E_NO_SMARTCARD ? SCARD_W_REMOVED_CARD : rv;
@@ -947,13 +1075,14 @@ static LONG vpcd_slot_status(calais_reader *r, bool *present)
 {
 	struct slot *s = slot_of(r);
 	calais__mutex_lock(&s->vp->lock);
-	*present = s->card_sock != BAD_SOCK && !s->dropping;
+	*present = s->card_sock != BAD_SOCK && !s->dropping && !s->atr_wait;
 	calais__mutex_unlock(&s->vp->lock);
 	return SCARD_S_SUCCESS;
 }
 
-/* The exchange in progress ends now: shutting the socket down wakes its poll() (the card
- * goes, as after any broken exchange). Later ones are refused. */
+/* The exchange in progress ends now: shutting the socket down wakes its poll() at once
+ * (the card goes, as after any broken exchange: the stream is out of step). Any thread,
+ * never blocks; a cancel with no exchange running is forgotten by the next call. */
 static void vpcd_cancel(calais_reader *r)
 {
 	struct slot *s = slot_of(r);
@@ -1060,13 +1189,14 @@ static LONG vpcd_init(calais_backend_instance *bi)
 	/* Cards that keep trying to connect (vicc and the Android app retry, as does
 	 * tests/peers/vcard) get in before start-up returns, so a program's first listing
 	 * shows them, as it would with a long-running pcscd. Bounded, and over as soon as
-	 * every reader has its card. */
+	 * every reader has its card. A card counts once its ATR is in: a mute one is not
+	 * reported by then, so the core's start-up has no power-up of ours to wait for. */
 	uint64_t until = calais__now_ms() + STARTUP_GRACE_MS;
 	while (calais__now_ms() < until) {
 		unsigned cards = 0;
 		calais__mutex_lock(&vp->lock);
 		for (unsigned i = 0; i < vp->n_slots; i++)
-			cards += vp->slots[i].card_sock != BAD_SOCK;
+			cards += vp->slots[i].card_sock != BAD_SOCK && !vp->slots[i].atr_wait;
 		calais__mutex_unlock(&vp->lock);
 		if (cards == vp->n_slots)
 			break;

@@ -96,6 +96,8 @@ static inline void calais__thread_join(calais__thread_t t)
 	WaitForSingleObject(t, INFINITE);
 	CloseHandle(t);
 }
+/* Nobody will join t: its resources go when it ends. */
+static inline void calais__thread_detach(calais__thread_t t) { CloseHandle(t); }
 
 #else /* POSIX */
 #define CALAIS_PLATFORM_POSIX 1
@@ -191,6 +193,8 @@ static inline int calais__thread_create(calais__thread_t *t, void *(*fn)(void *)
 	return pthread_create(t, NULL, fn, arg) == 0 ? 0 : -1;
 }
 static inline void calais__thread_join(calais__thread_t t) { pthread_join(t, NULL); }
+/* Nobody will join t: its resources go when it ends. */
+static inline void calais__thread_detach(calais__thread_t t) { pthread_detach(t); }
 #endif
 
 /*

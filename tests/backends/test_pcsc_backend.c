@@ -20,6 +20,7 @@
 #include <calais/calais.h>
 
 #include "backend-test.h"
+#include "peer-test.h"
 
 static const uint8_t ATR[] = { 0x3B, 0x8E, 0x01, 0x43, 0x61, 0x6C, 0x61, 0x69, 0x73,
 	                       0x54, 0x65, 0x73, 0x74, 0x43, 0x61, 0x72, 0x64, 0xB8 };
@@ -28,15 +29,6 @@ static const uint8_t ATR[] = { 0x3B, 0x8E, 0x01, 0x43, 0x61, 0x6C, 0x61, 0x69, 0
 
 static SCARDCONTEXT ctx;
 
-
-/* pcscd-peer <verb> on our peer (stop, start, restart). */
-static int peer(const char *verb)
-{
-	char cmd[1024];
-	snprintf(cmd, sizeof(cmd), "'%s' %s '%s' %s >/dev/null 2>&1", getenv("PEER_SCRIPT"), verb,
-	         getenv("PEER_DIR"), strcmp(verb, "start") == 0 ? getenv("PEER_PORT") : "");
-	return system(cmd);
-}
 
 static void remove_card(void)
 {

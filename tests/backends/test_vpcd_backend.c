@@ -28,6 +28,7 @@
 #include <calais/calais.h>
 
 #include "backend-test.h"
+#include "ports-test.h"
 
 #ifndef VCARD_PATH
 #error "VCARD_PATH: the path of tests/peers' vcard executable"
@@ -129,41 +130,10 @@ static double last_connect_logged(void)
 
 /* ---- ports and the manager ----------------------------------------------------------- */
 
-/* Nobody listens on the port: a bind with SO_REUSEADDR (as the backend's) succeeds. */
-static bool port_free(int port)
-{
-	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return false;
-	int one = 1;
-	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-		                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	bool ok = bind(s, (struct sockaddr *)&a, sizeof(a)) == 0;
-	close(s);
-	return ok;
-}
-
-/* n free ports in a row from 36400 on, from a start that differs between processes
- * (Criterion runs tests in parallel, the plain build next to it) and moves on with every
- * test of one process. */
+/* n free ports in a row from 36400 on (test_faults_vpcd uses 39300 on). */
 static void pick_ports(unsigned n)
 {
-	static unsigned next;
-	if (!next)
-		next = (unsigned)(getpid() % 700) * 4;
-	for (unsigned k = 0; k < 700; k++) {
-		unsigned p = 36400 + next % 2800;
-		next += 4;
-		bool ok = true;
-		for (unsigned i = 0; i < n && ok; i++)
-			ok = port_free((int)(p + i));
-		if (ok) {
-			port0 = (int)p;
-			return;
-		}
-	}
-	cr_assert_fail("no %u free ports in a row from 36400", n);
+	port0 = bt_pick_ports(36400, 2800, n);
 }
 
 /* Open descriptors: every socket the backend opened must be closed at shutdown. */
