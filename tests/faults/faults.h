@@ -123,6 +123,9 @@ static void *fm_waiter_main(void *p)
 	return NULL;
 }
 
+/* The neighbour waiter's last PC/SC code, for the failure message. */
+static LONG fm_waiter_rv;
+
 static inline long fm_neighbour_latency_ms(const char *reader, void (*insert)(void *), void *arg,
                                            long timeout_ms)
 {
@@ -139,6 +142,7 @@ static inline long fm_neighbour_latency_ms(const char *reader, void (*insert)(vo
 	insert(arg);
 	long t0 = fm_now_ms();
 	pthread_join(th, NULL);
+	fm_waiter_rv = w.rv;
 	return w.woke_ms < 0 ? -1 : w.woke_ms - t0;
 }
 
@@ -146,7 +150,8 @@ static inline long fm_neighbour_latency_ms(const char *reader, void (*insert)(vo
 #define fm_assert_neighbour_sees(reader, insert, arg, what)                                \
 	do {                                                                               \
 		long lat_ = fm_neighbour_latency_ms((reader), (insert), (arg), 5000);     \
-		cr_assert(lat_ >= 0, "%s: the neighbour's card was never shown", (what));  \
+		cr_assert(lat_ >= 0, "%s: the neighbour's card was never shown (%s: 0x%lX)", \
+		          (what), (reader), (unsigned long)fm_waiter_rv);                 \
 		cr_assert_leq(lat_, (long)(FM_NEIGHBOUR_MS * fm_slow()),                 \
 		              "%s: the neighbour's card was shown after %ld ms", (what), lat_); \
 	} while (0)
