@@ -16,7 +16,12 @@
 struct calais_sim_reader {
 	struct calais_sim_reader *next; /* instance list */
 	calais_reader *reader;
-	bool unplugged;
+	unsigned index;  /* unique in the instance: tells this handle from a later one */
+	bool unplugged;  /* calais_sim_reader_unplug() began: the user's API refuses it */
+	/* The core was told (calais_reader_remove()): calls in progress now end with
+	 * SCARD_E_READER_UNAVAILABLE. Not before: the core answers that code by removing
+	 * and closing the reader itself, which would free it under the unplugging thread. */
+	bool gone;
 	/* This reader's waits (latency, ATR delay, silence, busy reaching zero) sleep here,
 	 * so one reader's events wake only its own waits. */
 	calais__cond_t cond;
@@ -102,6 +107,7 @@ static LONG add_reader(struct sim_priv *sp, const char *name, calais_sim_reader 
 	p->handle = h;
 	p->index = index;
 	h->reader = r;
+	h->index = index;
 
 	calais__mutex_lock(&sp->lock);
 	h->next = sp->readers;
@@ -207,7 +213,7 @@ static LONG wait_card(struct sim_priv *sp, struct sim_reader_priv *p, uint64_t g
                       uint64_t deadline_ms)
 {
 	for (;;) {
-		if (p->handle->unplugged)
+		if (p->handle->gone)
 			return SCARD_E_READER_UNAVAILABLE;
 		if (p->card_gen != gen)
 			return SCARD_W_REMOVED_CARD;
@@ -263,7 +269,7 @@ static LONG sim_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_
 	p->busy--;
 	calais__cond_broadcast(&p->handle->cond);
 	LONG rv = SCARD_S_SUCCESS;
-	if (p->handle->unplugged) {
+	if (p->handle->gone) {
 		rv = SCARD_E_READER_UNAVAILABLE;
 	} else if (!p->has_card) {
 		rv = SCARD_E_NO_SMARTCARD;
@@ -299,7 +305,7 @@ static LONG sim_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx,
 	calais__mutex_lock(&sp->lock);
 	/* A cancel() meant for the previous call must not end this one. */
 	p->cancel = false;
-	if (p->handle->unplugged) {
+	if (p->handle->gone) {
 		calais__mutex_unlock(&sp->lock);
 		return SCARD_E_READER_UNAVAILABLE;
 	}
@@ -360,7 +366,7 @@ static LONG sim_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx,
 	calais__mutex_lock(&sp->lock);
 	p->busy--;
 	calais__cond_broadcast(&p->handle->cond);
-	if (rv == SCARD_S_SUCCESS && p->handle->unplugged)
+	if (rv == SCARD_S_SUCCESS && p->handle->gone)
 		rv = SCARD_E_READER_UNAVAILABLE;
 	else if (rv == SCARD_S_SUCCESS && p->card_gen != gen)
 		rv = SCARD_W_REMOVED_CARD;
@@ -559,11 +565,22 @@ LONG calais_sim_reader_unplug(calais_sim_reader *h)
 		return rv;
 	h->unplugged = true;
 	calais_reader *r = h->reader;
-	struct sim_reader_priv *p = calais_reader_priv(r);
-	p->card_gen++;
-	calais__cond_broadcast(&h->cond);
+	unsigned index = h->index;
 	calais__mutex_unlock(&sp->lock);
-	/* The core calls close() later from its worker; close() frees the handle. */
+	/* The core then calls close(), which frees the handle, once no call is in progress
+	 * on the reader; a call in progress may be waiting on the card. */
 	calais_reader_remove(r);
+	/* Ends those waits. The handle may be gone already (no call was in progress and
+	 * close() ran): it is used only if it is still listed, under the same index. */
+	calais__mutex_lock(&sp->lock);
+	for (struct calais_sim_reader *it = sp->readers; it; it = it->next)
+		if (it == h && it->index == index && it->reader) {
+			h->gone = true;
+			struct sim_reader_priv *p = calais_reader_priv(h->reader);
+			p->card_gen++;
+			calais__cond_broadcast(&h->cond);
+			break;
+		}
+	calais__mutex_unlock(&sp->lock);
 	return SCARD_S_SUCCESS;
 }
