@@ -30,37 +30,40 @@
 #endif
 
 /* One logging path: every line goes through calais__log(), which formats into a fixed
- * buffer and hands it to the user's callback or stderr. */
+ * buffer and queues it for the user's callback or stderr, delivered once the thread holds
+ * no library lock (lib/log.c). */
 void calais__log(int level, const char *domain, const char *fmt, ...) CALAIS__PRINTF(3, 4);
 /* Current level, read without a lock so disabled levels cost one load. */
-extern volatile int calais__log_level;
-bool calais__log_trace_apdu(void);
+extern atomic_int calais__log_level;
 void calais__log_set_trace_apdu(bool on);
 void calais__log_init_from_env(void);
+#if defined(CALAIS_PLATFORM_POSIX)
+void calais__log_atfork_prepare(void);
+void calais__log_atfork_parent(void);
+void calais__log_atfork_child(void);
+#endif
 /* Hex dump of an APDU for debug logs: only the header (CLA INS P1 P2 and the length
  * byte) unless trace_apdu_data is set, since bodies carry PINs and keys. */
 void calais__log_apdu(const char *domain, const char *what, const uint8_t *buf, size_t len);
 
-#define calais__err(...)                                                            \
-	do {                                                                        \
-		if (calais__log_level >= CALAIS_LOG_ERROR)                          \
-			calais__log(CALAIS_LOG_ERROR, "core", __VA_ARGS__);         \
+/* The `logging` build option: with it off, every log call compiles to nothing (the
+ * arguments are still type-checked, and the optimiser drops them). */
+#if !defined(CALAIS_LOGGING)
+#define CALAIS_LOGGING 1
+#endif
+#define CALAIS__LOG_ON(level)                                                          \
+	(CALAIS_LOGGING &&                                                             \
+	 atomic_load_explicit(&calais__log_level, memory_order_relaxed) >= (level))
+#define CALAIS__LOG(level, domain, ...)                                                \
+	do {                                                                           \
+		if (CALAIS__LOG_ON(level))                                             \
+			calais__log((level), (domain), __VA_ARGS__);                   \
 	} while (0)
-#define calais__warn(...)                                                           \
-	do {                                                                        \
-		if (calais__log_level >= CALAIS_LOG_WARNING)                        \
-			calais__log(CALAIS_LOG_WARNING, "core", __VA_ARGS__);       \
-	} while (0)
-#define calais__info(...)                                                           \
-	do {                                                                        \
-		if (calais__log_level >= CALAIS_LOG_INFO)                           \
-			calais__log(CALAIS_LOG_INFO, "core", __VA_ARGS__);          \
-	} while (0)
-#define calais__dbg(...)                                                            \
-	do {                                                                        \
-		if (calais__log_level >= CALAIS_LOG_DEBUG)                          \
-			calais__log(CALAIS_LOG_DEBUG, "core", __VA_ARGS__);         \
-	} while (0)
+
+#define calais__err(...) CALAIS__LOG(CALAIS_LOG_ERROR, "core", __VA_ARGS__)
+#define calais__warn(...) CALAIS__LOG(CALAIS_LOG_WARNING, "core", __VA_ARGS__)
+#define calais__info(...) CALAIS__LOG(CALAIS_LOG_INFO, "core", __VA_ARGS__)
+#define calais__dbg(...) CALAIS__LOG(CALAIS_LOG_DEBUG, "core", __VA_ARGS__)
 
 /* ---- errors ---------------------------------------------------------------------- */
 
@@ -260,7 +263,6 @@ struct calais_reader {
 	calais_backend_instance *bi;
 	unsigned refs; /* mgr.lock: the list, each handle, each call in progress */
 	bool published, removed, closed, close_queued;
-	bool cancelled; /* shutdown already called the backend's cancel() */
 
 	/* Identity, fixed at publish. */
 	char *base;    /* "<name> [<interface>] (<serial>)" */
@@ -292,10 +294,30 @@ struct calais_reader {
 	calais__cond_t lock_cond; /* waits for a transaction (or I/O) to end; mgr.lock */
 
 	calais__mutex_t io_lock;
-	unsigned io_busy; /* mgr.lock: calls between io lock and unlock, for shutdown */
+	unsigned io_busy; /* mgr.lock: an I/O section is open (calais__reader_io_begin) */
+
+	/* Jobs (mgr.lock; lib/jobs.c): a reader with a job due is queued for a runner
+	 * thread, which runs its jobs one after the other; one runner at a time. */
+	struct calais_reader *run_next; /* mgr.run_queue */
+	bool job_queued, job_active;
+
+	/* The I/O section in progress and its cancel (mgr.lock; io_seq also under
+	 * cancel_lock, so a cancel meant for one section never reaches the next one). */
+	uint32_t io_seq;
+	unsigned long io_owner;   /* the thread in the open section */
+	uint64_t io_deadline_ms;  /* the exchange limit of the open section; 0: none */
+	int cancel_reason;        /* CALAIS__CANCEL_*: why the open section must end */
+	uint64_t cancel_sent_ms;  /* the backend's cancel() last called; 0: not yet */
+	calais__mutex_t cancel_lock;
 
 	void *priv;
 };
+
+/* Why the core ends an I/O section early, in increasing precedence; what the call then
+ * returns: SCARD_E_TIMEOUT, SCARD_W_REMOVED_CARD, SCARD_E_READER_UNAVAILABLE,
+ * SCARD_E_NO_SERVICE. */
+enum { CALAIS__CANCEL_NONE = 0, CALAIS__CANCEL_TIMEOUT, CALAIS__CANCEL_CARD,
+       CALAIS__CANCEL_READER, CALAIS__CANCEL_SHUTDOWN };
 
 /* Pending card event for a handle, reported until SCardReconnect(). */
 enum { CALAIS__EV_NONE = 0, CALAIS__EV_RESET, CALAIS__EV_REMOVED };
@@ -325,6 +347,10 @@ struct calais_context {
 };
 
 #define CALAIS__HASH_SIZE 1024u
+
+/* The exchange limit's default (calais_config.exchange_timeout_ms): long enough for a PIN
+ * entry on a pinpad, short enough that a stuck device is noticed. */
+#define CALAIS__EXCHANGE_TIMEOUT_MS 300000u
 
 /* A thread inside SCardGetStatusChange() (mgr.sc_waiters; mgr.lock). It sleeps on its own
  * condition variable and is woken only by a change of a reader it watches, a reader
@@ -372,10 +398,16 @@ struct calais__manager {
 	struct calais_handle *handle_hash[CALAIS__HASH_SIZE];
 	uint64_t rng;
 
-	calais__thread_t worker;
+	/* Jobs (lib/jobs.c): the scheduler thread and the runner pool. */
+	calais__thread_t worker;        /* the scheduler */
 	bool worker_running;
 	bool worker_wake;
-	bool have_polling;
+	uint64_t sched_next_ms;         /* when the scheduler wakes next (UINT64_MAX: idle) */
+	calais__cond_t runner_cond;     /* idle runners wait here for run_queue */
+	struct calais_reader *run_queue, **run_tail;
+	struct calais__runner *runners; /* every runner thread not yet joined */
+	unsigned n_runners, n_idle, n_woken;
+	bool ready; /* start-up finished: SCardEstablishContext() may proceed */
 };
 
 extern struct calais__manager calais__mgr;
@@ -391,9 +423,19 @@ const char *calais__getenv(const char *name);
 /* lib/reader.c */
 void calais__reader_unref(struct calais_reader *r); /* mgr.lock held */
 struct calais_reader *calais__reader_find(const char *name); /* mgr.lock held */
-/* Worker jobs: power-ups, power-downs, polling, transaction timeouts, closes. Returns
- * the next deadline (ms) or UINT64_MAX. Called with mgr.lock held; drops it. */
-uint64_t calais__reader_work(uint64_t now);
+/* An I/O section: a call that may reach the backend for r. begin takes r's io_lock in the
+ * lock order, numbers the section and gives it the exchange limit; end closes it. Both
+ * with mgr.lock held (begin drops it while it waits for the io_lock). The caller holds a
+ * reference on r for as long as it touches r (begin does not take one). */
+void calais__reader_io_begin(struct calais_reader *r);
+void calais__reader_io_end(struct calais_reader *r);
+/* What a backend call that returned SCARD_E_CANCELLED in an I/O section the core
+ * cancelled returns instead: the reason of the cancel (CALAIS__CANCEL_*); any other rv
+ * as it is. mgr.lock held. */
+LONG calais__reader_io_rv(const struct calais_reader *r, LONG rv);
+/* Asks for the open I/O section of r to end (the backend's cancel(), from the
+ * scheduler). mgr.lock held. */
+void calais__reader_cancel_io(struct calais_reader *r, int reason);
 /* Powers the card up with the reader's io_lock held (and mgr.lock not held); updates the
  * card state and publishes the insertion. */
 LONG calais__reader_power_up(struct calais_reader *r);
@@ -417,6 +459,17 @@ LONG (*calais__reader_hold_fn(const struct calais_reader *r))(calais_reader *, b
  * mgr.lock held on entry and exit, dropped inside; io_locked: the caller holds the
  * reader's io_lock already. */
 LONG calais__reader_hold(struct calais_reader *r, bool io_locked);
+
+/* lib/jobs.c: the scheduler and runner threads (deferred jobs, the exchange limit). */
+LONG calais__jobs_start(void);  /* mgr.lock held */
+/* At shutdown, mgr.stopping set: cancels every open I/O section, waits for the calls in
+ * progress to drain and joins every thread. mgr.lock held, dropped inside. */
+void calais__jobs_stop(void);
+/* Calls the backend's cancel() for r's open I/O section (cancel_reason set). mgr.lock
+ * held, dropped inside. */
+void calais__jobs_send_cancel(struct calais_reader *r);
+/* In a child after fork(): forgets the parent's threads. */
+void calais__jobs_forget(void);
 
 /* lib/winscard.c */
 void calais__contexts_free_all(void);

@@ -1,6 +1,16 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The one logging path: levels, the user's callback or stderr, and APDU dumps that never
- * show command bodies unless asked. */
+ * show command bodies unless asked.
+ *
+ * Delivery. Lines are formatted by the thread that logs and put in a bounded queue; a
+ * thread that holds no library lock (calais__locks_held, counted by calais__mutex_lock)
+ * delivers the queue at once, and a thread that holds one leaves its line there until it
+ * releases its last lock (calais__mutex_unlock calls calais__log_deliver). So the user's
+ * callback never runs with a library lock held: it may log, call calais_version() or any
+ * PC/SC function, and a slow sink delays only the thread delivering to it, never a
+ * thread that waits for a lock. One thread delivers at a time (in queue order); a line
+ * logged meanwhile by another thread is delivered by that one. A full queue drops new
+ * lines and says how many. */
 #include "calais-internal.h"
 
 #include <stdarg.h>
@@ -8,35 +18,48 @@
 #include <stdlib.h>
 #include <strings.h>
 
-volatile int calais__log_level = CALAIS_LOG_NONE;
+atomic_int calais__log_level = CALAIS_LOG_NONE;
+static atomic_bool trace_apdu;
 
-static calais__mutex_t log_lock = CALAIS__MUTEX_INIT;
+_Thread_local unsigned calais__locks_held;
+atomic_int calais__log_queued;
+
+#define QUEUE_LEN 128u
+#define LINE_MAX 512u
+
+struct line {
+	int level;
+	char domain[16];
+	char msg[LINE_MAX];
+	uint64_t t_us;
+	unsigned long tid;
+};
+
+/* Guarded by q_lock (a raw lock: see threads.h). */
+static calais__mutex_t q_lock = CALAIS__MUTEX_INIT;
+static struct line queue[QUEUE_LEN];
+static unsigned q_head, q_len, q_dropped;
+static bool delivering;
 static calais_log_cb log_cb;
 static void *log_user;
-static bool trace_apdu;
 static uint64_t log_t0_us;
 
 static const char *const level_names[] = { "none", "error", "warning", "info", "debug" };
 
 void calais_log_set(enum calais_log_level level, calais_log_cb cb, void *user)
 {
-	calais__mutex_lock(&log_lock);
 	if ((int)level < CALAIS_LOG_NONE || level > CALAIS_LOG_DEBUG)
 		level = CALAIS_LOG_DEBUG;
-	calais__log_level = (int)level;
+	calais__mutex_lock_raw(&q_lock);
 	log_cb = cb;
 	log_user = user;
-	calais__mutex_unlock(&log_lock);
+	calais__mutex_unlock_raw(&q_lock);
+	atomic_store(&calais__log_level, (int)level);
 }
 
 void calais__log_set_trace_apdu(bool on)
 {
-	trace_apdu = on;
-}
-
-bool calais__log_trace_apdu(void)
-{
-	return trace_apdu;
+	atomic_store(&trace_apdu, on);
 }
 
 /* CALAIS_LOG accepts a level name or digit; unknown values are reported and ignored. */
@@ -58,15 +81,67 @@ void calais__log_init_from_env(void)
 		                "info, debug); ignored\n", v);
 		return;
 	}
-	calais__log_level = level;
+	atomic_store(&calais__log_level, level);
+}
+
+static void emit(const struct line *l, calais_log_cb cb, void *user)
+{
+	if (cb) {
+		cb((enum calais_log_level)l->level, l->domain, l->msg, user);
+		return;
+	}
+	if (atomic_load_explicit(&calais__log_level, memory_order_relaxed) >= CALAIS_LOG_DEBUG)
+		fprintf(stderr, "calais [%llu.%06llu] [%lx] %s %s: %s\n",
+		        (unsigned long long)(l->t_us / 1000000u),
+		        (unsigned long long)(l->t_us % 1000000u), l->tid, level_names[l->level],
+		        l->domain, l->msg);
+	else
+		fprintf(stderr, "calais %s %s: %s\n", level_names[l->level], l->domain, l->msg);
+}
+
+void calais__log_deliver(void)
+{
+	struct line l;
+	calais__mutex_lock_raw(&q_lock);
+	if (delivering) {
+		calais__mutex_unlock_raw(&q_lock);
+		return;
+	}
+	delivering = true;
+	while (q_len || q_dropped) {
+		if (q_dropped && !q_len) {
+			/* Said after the lines that did fit, so the gap shows where it was. */
+			l.level = CALAIS_LOG_WARNING;
+			snprintf(l.domain, sizeof(l.domain), "core");
+			snprintf(l.msg, sizeof(l.msg), "%u log lines dropped (the log sink is slow)",
+			         q_dropped);
+			l.t_us = calais__now_us() - log_t0_us;
+			l.tid = calais__tid();
+			q_dropped = 0;
+		} else {
+			l = queue[q_head];
+			q_head = (q_head + 1) % QUEUE_LEN;
+			q_len--;
+		}
+		atomic_store_explicit(&calais__log_queued, (int)q_len + (q_dropped != 0),
+		                      memory_order_relaxed);
+		calais_log_cb cb = log_cb;
+		void *user = log_user;
+		calais__mutex_unlock_raw(&q_lock);
+		emit(&l, cb, user);
+		calais__mutex_lock_raw(&q_lock);
+	}
+	delivering = false;
+	calais__mutex_unlock_raw(&q_lock);
 }
 
 void calais__log(int level, const char *domain, const char *fmt, ...)
 {
-	char msg[512];
+	char msg[LINE_MAX];
 	va_list ap;
 
-	if (level > calais__log_level || level <= CALAIS_LOG_NONE)
+	if (level > atomic_load_explicit(&calais__log_level, memory_order_relaxed) ||
+	    level <= CALAIS_LOG_NONE)
 		return;
 	va_start(ap, fmt);
 	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -74,36 +149,57 @@ void calais__log(int level, const char *domain, const char *fmt, ...)
 	if (n >= (int)sizeof(msg)) /* mark truncation instead of cutting silently */
 		memcpy(msg + sizeof(msg) - 4, "...", 4);
 
-	calais__mutex_lock(&log_lock);
-	calais_log_cb cb = log_cb;
-	void *user = log_user;
+	uint64_t now = calais__now_us();
+	calais__mutex_lock_raw(&q_lock);
 	if (!log_t0_us)
-		log_t0_us = calais__now_us();
-	uint64_t t = calais__now_us() - log_t0_us;
-	calais__mutex_unlock(&log_lock);
-
-	if (cb) {
-		cb((enum calais_log_level)level, domain, msg, user);
-		return;
+		log_t0_us = now;
+	if (q_len == QUEUE_LEN) {
+		q_dropped++;
+	} else {
+		struct line *l = &queue[(q_head + q_len) % QUEUE_LEN];
+		l->level = level;
+		snprintf(l->domain, sizeof(l->domain), "%s", domain);
+		memcpy(l->msg, msg, sizeof(msg));
+		l->t_us = now - log_t0_us;
+		l->tid = calais__tid();
+		q_len++;
 	}
-	if (calais__log_level >= CALAIS_LOG_DEBUG)
-		fprintf(stderr, "calais [%llu.%06llu] [%lx] %s %s: %s\n",
-		        (unsigned long long)(t / 1000000u), (unsigned long long)(t % 1000000u),
-		        calais__tid(), level_names[level], domain, msg);
-	else
-		fprintf(stderr, "calais %s %s: %s\n", level_names[level], domain, msg);
+	atomic_store_explicit(&calais__log_queued, 1, memory_order_relaxed);
+	calais__mutex_unlock_raw(&q_lock);
+	if (!calais__locks_held)
+		calais__log_deliver();
 }
+
+#if defined(CALAIS_PLATFORM_POSIX)
+/* fork(): the child's only thread cannot be inside the queue (the prepare handler holds
+ * its lock), but a parent's thread may have been delivering: the child delivers anew. */
+void calais__log_atfork_prepare(void)
+{
+	calais__mutex_lock_raw(&q_lock);
+}
+
+void calais__log_atfork_parent(void)
+{
+	calais__mutex_unlock_raw(&q_lock);
+}
+
+void calais__log_atfork_child(void)
+{
+	delivering = false;
+	calais__mutex_unlock_raw(&q_lock);
+}
+#endif
 
 void calais__log_apdu(const char *domain, const char *what, const uint8_t *buf, size_t len)
 {
 	char hex[3 * 64 + 8];
 	size_t shown, pos = 0;
 
-	if (calais__log_level < CALAIS_LOG_DEBUG)
+	if (!CALAIS__LOG_ON(CALAIS_LOG_DEBUG))
 		return;
 	/* Without the trace option only the header and length byte are shown: the body of
 	 * VERIFY or CHANGE REFERENCE DATA is a PIN. */
-	shown = trace_apdu ? len : (len < 5 ? len : 5);
+	shown = atomic_load(&trace_apdu) ? len : (len < 5 ? len : 5);
 	if (shown > 64)
 		shown = 64;
 	for (size_t i = 0; i < shown; i++)
@@ -122,7 +218,7 @@ void calais_backend_log(calais_backend_instance *bi, int level, const char *fmt,
 	char msg[480];
 	va_list ap;
 
-	if (level > calais__log_level)
+	if (!CALAIS__LOG_ON(level))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The manager's life cycle: configuration (explicit or from the environment), the
- * backend registry, start, shutdown, and the worker thread that runs deferred reader
- * jobs (power-up at insertion, idle power-down, presence polling, closes). */
+ * backend registry, start (every thread's first call waits for it), shutdown, and
+ * fork(): a child gets a manager of its own. Deferred reader jobs are lib/jobs.c's. */
 #include "calais-internal.h"
 
 #include <stdio.h>
@@ -125,34 +125,6 @@ uint32_t calais__random32(void)
 	return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
-void calais__worker_kick(void)
-{
-	calais__mgr.worker_wake = true;
-	calais__cond_signal(&calais__mgr.worker_cond);
-}
-
-static void *worker_main(void *arg)
-{
-	(void)arg;
-	struct calais__manager *m = &calais__mgr;
-
-	calais__mutex_lock(&m->lock);
-	while (!m->stopping) {
-		m->worker_wake = false;
-		uint64_t next = calais__reader_work(calais__now_ms());
-		if (m->stopping)
-			break;
-		if (m->worker_wake)
-			continue;
-		if (next == UINT64_MAX)
-			calais__cond_wait(&m->worker_cond, &m->lock);
-		else
-			calais__cond_wait_until(&m->worker_cond, &m->lock, next);
-	}
-	calais__mutex_unlock(&m->lock);
-	return NULL;
-}
-
 static const struct calais_backend *find_backend(const char *name, size_t len)
 {
 	for (size_t i = 0; builtin[i].be; i++)
@@ -204,6 +176,71 @@ static calais_backend_instance *start_backend(const struct calais_backend *be, b
 	return bi;
 }
 
+/* ---- fork() ------------------------------------------------------------------------ */
+
+#if defined(CALAIS_PLATFORM_POSIX)
+/* What a child of fork() inherits is a copy of the parent's manager whose threads do not
+ * exist there: readers, contexts and handles that only the parent's threads can serve,
+ * and locks those threads may have held. The prepare handler takes the manager's locks
+ * so the copy is consistent; the child forgets the copy (kept reachable, never used:
+ * backends' resources such as USB handles and sockets belong to the parent) and starts
+ * a manager of its own at its first SCardEstablishContext(). The parent's handles then
+ * answer SCARD_E_INVALID_HANDLE in the child. */
+static struct calais__manager *forgotten;
+
+static void atfork_prepare(void)
+{
+	calais__mutex_lock(&start_lock);
+	calais__mutex_lock(&calais__mgr.lock);
+	calais__log_atfork_prepare();
+}
+
+static void atfork_parent(void)
+{
+	calais__log_atfork_parent();
+	calais__mutex_unlock(&calais__mgr.lock);
+	calais__mutex_unlock(&start_lock);
+}
+
+static void atfork_child(void)
+{
+	struct calais__manager *m = &calais__mgr;
+	calais__log_atfork_child();
+	if (m->running) {
+		struct calais__manager *copy = malloc(sizeof(*copy));
+		if (copy) {
+			memcpy(copy, m, sizeof(*copy));
+			copy->lock = (calais__mutex_t)CALAIS__MUTEX_INIT; /* a copy, never locked */
+			forgotten = copy;
+		}
+	}
+	calais__mutex_unlock(&m->lock);
+	calais__mutex_unlock(&start_lock);
+	calais__mutex_init(&m->lock);
+	calais__mutex_init(&start_lock);
+	calais__jobs_forget();
+	m->running = m->stopping = m->ready = false;
+	m->active_calls = 0;
+	m->backends = NULL;
+	m->readers = m->dead_readers = NULL;
+	memset(m->reader_hash, 0, sizeof(m->reader_hash));
+	memset(m->ctx_hash, 0, sizeof(m->ctx_hash));
+	memset(m->handle_hash, 0, sizeof(m->handle_hash));
+	m->n_readers = 0;
+	m->sc_waiters = NULL;
+}
+#endif
+
+/* Once per process, at the first start. start_lock held. */
+static void atfork_register(void)
+{
+#if defined(CALAIS_PLATFORM_POSIX)
+	static bool done;
+	if (!done && pthread_atfork(atfork_prepare, atfork_parent, atfork_child) == 0)
+		done = true;
+#endif
+}
+
 /* Starts the manager; start_lock held. */
 static LONG do_start(const struct calais_config *cfg)
 {
@@ -234,6 +271,10 @@ static LONG do_start(const struct calais_config *cfg)
 		env_ms("CALAIS_POWER_DOWN_MS", &c.power_down_delay_ms);
 	if (!cfg || !cfg->transaction_timeout_ms)
 		env_ms("CALAIS_TRANSACTION_TIMEOUT_MS", &c.transaction_timeout_ms);
+	if (!cfg || !cfg->exchange_timeout_ms)
+		env_ms("CALAIS_EXCHANGE_TIMEOUT_MS", &c.exchange_timeout_ms);
+	if (!c.exchange_timeout_ms)
+		c.exchange_timeout_ms = CALAIS__EXCHANGE_TIMEOUT_MS;
 	if (!c.poll_interval_ms)
 		c.poll_interval_ms = 400;
 	if (!c.power_down_delay_ms)
@@ -297,15 +338,15 @@ static LONG do_start(const struct calais_config *cfg)
 	/* Never 0: callers pass 0 to mean "no count known", so the first reader arrival
 	 * after they read the state must already differ from what they hold. */
 	m->pnp_counter = 1;
-	m->worker_wake = false;
-	if (calais__thread_create(&m->worker, worker_main, NULL) != 0) {
+	m->ready = false;
+	if (calais__jobs_start() != SCARD_S_SUCCESS) {
 		m->running = false;
 		calais__mutex_unlock(&m->lock);
-		calais__err("cannot start the worker thread");
+		calais__err("cannot start the scheduler thread");
 		return SCARD_E_NO_MEMORY;
 	}
-	m->worker_running = true;
 	calais__mutex_unlock(&m->lock);
+	atfork_register();
 
 	calais__info("Calais %s starting", CALAIS_VERSION_STR);
 	for (size_t i = 0; i < n_want; i++)
@@ -325,6 +366,9 @@ static LONG do_start(const struct calais_config *cfg)
 		if (!pending || !calais__cond_wait_until(&m->state_cond, &m->lock, until))
 			break;
 	}
+	/* From here on SCardEstablishContext() proceeds: every thread's first listing shows
+	 * what start-up found (calais__ensure_started). */
+	m->ready = true;
 	calais__mutex_unlock(&m->lock);
 	return SCARD_S_SUCCESS;
 }
@@ -343,9 +387,25 @@ LONG calais_start(const struct calais_config *cfg)
 
 LONG calais__ensure_started(void)
 {
+	struct calais__manager *m = &calais__mgr;
+	calais__mutex_lock(&m->lock);
+	bool ready = m->running && m->ready && !m->stopping, stopping = m->stopping;
+	calais__mutex_unlock(&m->lock);
+	if (ready)
+		return SCARD_S_SUCCESS;
+	/* A call racing calais_shutdown() fails; it does not start a manager behind it. */
+	if (stopping)
+		return SCARD_E_NO_SERVICE;
+	/* Starting or not started: start_lock is held for the whole start-up, so a thread
+	 * arriving meanwhile waits here for it to finish, and no longer. */
 	LONG rv = SCARD_S_SUCCESS;
 	calais__mutex_lock(&start_lock);
-	if (!calais__mgr.running)
+	calais__mutex_lock(&m->lock);
+	bool running = m->running, stop = m->stopping;
+	calais__mutex_unlock(&m->lock);
+	if (stop)
+		rv = SCARD_E_NO_SERVICE;
+	else if (!running)
 		rv = do_start(NULL);
 	calais__mutex_unlock(&start_lock);
 	return rv;
@@ -416,34 +476,14 @@ void calais_shutdown(void)
 		return;
 	}
 	m->stopping = true;
+	m->ready = false;
 	calais__reader_state_changed(NULL);
-	calais__cond_broadcast(&m->worker_cond);
 	for (struct calais_reader *r = m->readers; r; r = r->next)
 		calais__cond_broadcast(&r->lock_cond);
-	/* Wake I/O in progress so the drain below does not wait for a slow card. cancel()
-	 * runs without mgr.lock: a backend may take its own lock there, the same lock it
-	 * holds while reporting events (which take mgr.lock). */
-	for (;;) {
-		struct calais_reader *busy = NULL;
-		for (struct calais_reader *r = m->readers; r && !busy; r = r->next)
-			if (r->io_busy && r->bi->be->cancel && !r->cancelled)
-				busy = r;
-		if (!busy)
-			break;
-		busy->cancelled = true;
-		busy->refs++;
-		calais__mutex_unlock(&m->lock);
-		busy->bi->be->cancel(busy);
-		calais__mutex_lock(&m->lock);
-		calais__reader_unref(busy);
-	}
-	while (m->active_calls)
-		calais__cond_wait(&m->drain_cond, &m->lock);
-	bool join = m->worker_running;
-	m->worker_running = false;
+	/* Ends the I/O in progress (the backends' cancel(), so the drain does not wait for a
+	 * slow card), waits for the calls to drain, joins the scheduler and the runners. */
+	calais__jobs_stop();
 	calais__mutex_unlock(&m->lock);
-	if (join)
-		calais__thread_join(m->worker);
 
 	/* No application call and no worker job runs now: stop the backends' own threads,
 	 * close every reader, then free the backends. */

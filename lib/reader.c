@@ -29,6 +29,18 @@ static void sanitise(char *s)
 			*s = ' ';
 }
 
+/* Appends pre, arg and post to a bounded string: n stays within cap - 1 however long
+ * the parts are. */
+static void append(char *b, size_t cap, size_t *n, const char *pre, const char *arg,
+                   const char *post)
+{
+	const char *parts[3] = { pre, arg, post };
+	for (int i = 0; i < 3; i++)
+		for (const char *p = parts[i]; *p && *n + 1 < cap; p++)
+			b[(*n)++] = *p;
+	b[*n] = '\0';
+}
+
 LONG calais_reader_new(calais_backend_instance *bi, const struct calais_reader_desc *d,
                        calais_reader **out)
 {
@@ -40,16 +52,21 @@ LONG calais_reader_new(calais_backend_instance *bi, const struct calais_reader_d
 	struct calais_reader *r = calloc(1, sizeof(*r) + priv);
 	if (!r)
 		return SCARD_E_NO_MEMORY;
+	/* First, so every path out (calais_reader_discard() included) may destroy them. */
+	calais__mutex_init(&r->io_lock);
+	calais__mutex_init(&r->cancel_lock);
+	calais__cond_init(&r->lock_cond);
 	r->priv = priv ? (void *)(r + 1) : NULL;
 	r->bi = bi;
 
 	char base[MAX_READERNAME * 2];
-	int n = snprintf(base, sizeof(base), "%s", d->name);
+	size_t n = 0;
+	base[0] = '\0';
+	append(base, sizeof(base), &n, "", d->name, "");
 	if (d->interface_name && *d->interface_name)
-		n += snprintf(base + n, sizeof(base) - (size_t)n, " [%s]", d->interface_name);
-	if (n < (int)sizeof(base) && d->serial && *d->serial &&
-	    !(d->interface_name && strstr(d->interface_name, d->serial)))
-		snprintf(base + n, sizeof(base) - (size_t)n, " (%s)", d->serial);
+		append(base, sizeof(base), &n, " [", d->interface_name, "]");
+	if (d->serial && *d->serial && !(d->interface_name && strstr(d->interface_name, d->serial)))
+		append(base, sizeof(base), &n, " (", d->serial, ")");
 	/* Leave room for " XX YY" within MAX_READERNAME, NUL included. */
 	base[MAX_READERNAME - 7] = '\0';
 	sanitise(base);
@@ -73,8 +90,6 @@ LONG calais_reader_new(calais_backend_instance *bi, const struct calais_reader_d
 	r->flags = d->flags;
 	r->protocols = d->protocols ? d->protocols : (SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1);
 	r->card = CALAIS__CARD_ABSENT;
-	calais__mutex_init(&r->io_lock);
-	calais__cond_init(&r->lock_cond);
 	*out = r;
 	return SCARD_S_SUCCESS;
 }
@@ -82,6 +97,7 @@ LONG calais_reader_new(calais_backend_instance *bi, const struct calais_reader_d
 static void reader_free(struct calais_reader *r)
 {
 	calais__mutex_destroy(&r->io_lock);
+	calais__mutex_destroy(&r->cancel_lock);
 	calais__cond_destroy(&r->lock_cond);
 	free(r->base);
 	free(r->name);
@@ -263,15 +279,17 @@ LONG calais__reader_hold(struct calais_reader *r, bool io_locked)
 	if (!hold || r->held)
 		return SCARD_S_SUCCESS;
 	r->refs++;
-	calais__mutex_unlock(&M->lock);
 	if (!io_locked)
-		calais__mutex_lock(&r->io_lock);
-	LONG rv = r->closed ? SCARD_E_READER_UNAVAILABLE : hold(r, true);
+		calais__reader_io_begin(r);
+	bool closed = r->closed;
+	calais__mutex_unlock(&M->lock);
+	LONG rv = closed ? SCARD_E_READER_UNAVAILABLE : hold(r, true);
 	calais__mutex_lock(&M->lock);
+	rv = calais__reader_io_rv(r, rv);
 	if (rv == SCARD_S_SUCCESS)
 		r->held = true;
 	if (!io_locked)
-		calais__mutex_unlock(&r->io_lock);
+		calais__reader_io_end(r);
 	calais__reader_unref(r);
 	return rv;
 }
@@ -303,6 +321,7 @@ static void card_gone(struct calais_reader *r)
 	for (struct calais_handle *h = r->handles; h; h = h->r_next)
 		h->protocol = 0;
 	calais__reader_release_tx(r);
+	calais__reader_cancel_io(r, CALAIS__CANCEL_CARD); /* an exchange with it is moot */
 	if (shown) {
 		bump_card_counter(r);
 		calais__info("card removed from \"%s\"", r->name);
@@ -384,18 +403,15 @@ void calais_reader_remove(calais_reader *r)
 	calais__cond_broadcast(&r->lock_cond);
 	calais__info("reader removed: \"%s\"", r->name);
 	pnp_event();
-	/* close() needs the io_lock, which the caller may hold (a backend noticing the
-	 * device is gone inside transmit), so the worker does it. */
-	if (!M->stopping) {
-		r->close_queued = true;
-		r->dead_next = M->dead_readers;
-		M->dead_readers = r;
+	/* An exchange in progress ends now, not when the device gives up. close() needs the
+	 * io_lock, which the caller may hold (a backend noticing the device is gone inside
+	 * transmit), so a runner does it (shutdown closes it itself). */
+	calais__reader_cancel_io(r, CALAIS__CANCEL_READER);
+	r->close_queued = true;
+	r->dead_next = M->dead_readers;
+	M->dead_readers = r;
+	if (!M->stopping)
 		calais__worker_kick();
-	} else {
-		r->close_queued = true;
-		r->dead_next = M->dead_readers;
-		M->dead_readers = r;
-	}
 	calais__mutex_unlock(&M->lock);
 }
 
@@ -501,10 +517,70 @@ LONG calais__reader_power_down(struct calais_reader *r)
 	return rv;
 }
 
-/* ---- worker jobs ------------------------------------------------------------------- */
+/* ---- I/O sections ------------------------------------------------------------------ */
 
-enum job { JOB_NONE, JOB_CLOSE, JOB_POWER_UP, JOB_POLL, JOB_POWER_DOWN, JOB_TX_TIMEOUT,
-           JOB_UNHOLD };
+void calais__reader_io_begin(struct calais_reader *r)
+{
+	calais__mutex_unlock(&M->lock);
+	calais__mutex_lock(&r->io_lock);
+	/* cancel_lock: a cancel still being sent for the previous section finishes first. */
+	calais__mutex_lock(&r->cancel_lock);
+	calais__mutex_lock(&M->lock);
+	calais__mutex_unlock(&r->cancel_lock);
+	r->io_busy++;
+	r->io_seq++;
+	r->io_owner = calais__tid();
+	r->cancel_reason = CALAIS__CANCEL_NONE;
+	r->cancel_sent_ms = 0;
+	uint32_t limit = M->cfg.exchange_timeout_ms;
+	r->io_deadline_ms = limit ? calais__now_ms() + limit : 0;
+	/* The scheduler watches the limit: woken only when it sleeps past this one. */
+	if (r->io_deadline_ms && r->io_deadline_ms < M->sched_next_ms)
+		calais__worker_kick();
+}
+
+void calais__reader_io_end(struct calais_reader *r)
+{
+	r->io_busy--;
+	r->io_deadline_ms = 0;
+	r->cancel_reason = CALAIS__CANCEL_NONE;
+	/* A hold that outlived its transaction or exclusive handle ends (JOB_UNHOLD). */
+	if (r->held && !r->tx_owner && r->sharing >= 0)
+		calais__worker_kick();
+	calais__mutex_unlock(&r->io_lock);
+}
+
+LONG calais__reader_io_rv(const struct calais_reader *r, LONG rv)
+{
+	/* Only a cancel's own code is replaced: a backend that knows better (the card's
+	 * answer was malformed, the device is gone) keeps its word. */
+	if (rv != SCARD_E_CANCELLED)
+		return rv;
+	switch (r->cancel_reason) {
+	case CALAIS__CANCEL_TIMEOUT:
+		return SCARD_E_TIMEOUT;
+	case CALAIS__CANCEL_CARD:
+		return SCARD_W_REMOVED_CARD;
+	case CALAIS__CANCEL_READER:
+		return SCARD_E_READER_UNAVAILABLE;
+	case CALAIS__CANCEL_SHUTDOWN:
+		return SCARD_E_NO_SERVICE;
+	default:
+		return rv;
+	}
+}
+
+void calais__reader_cancel_io(struct calais_reader *r, int reason)
+{
+	/* A backend reporting the event from inside the section is on its way out already:
+	 * its call is not cancelled (its next one would be, by a flag left set). */
+	if (!r->io_busy || r->cancel_reason >= reason || r->io_owner == calais__tid())
+		return;
+	r->cancel_reason = reason;
+	r->cancel_sent_ms = 0;
+	if (!M->stopping)
+		calais__worker_kick();
+}
 
 static void close_reader(struct calais_reader *r)
 {
@@ -515,162 +591,6 @@ static void close_reader(struct calais_reader *r)
 		r->closed = true;
 	}
 	calais__mutex_unlock(&r->io_lock);
-}
-
-/* Runs one job on r with its io_lock; mgr.lock held on entry and exit, dropped inside. */
-static void run_job(struct calais_reader *r, enum job job)
-{
-	r->refs++;
-	calais__mutex_unlock(&M->lock);
-
-	if (job == JOB_CLOSE) {
-		close_reader(r);
-		calais__mutex_lock(&M->lock);
-		r->refs--;               /* the registry's, held since publish */
-		calais__reader_unref(r); /* the job's, the last unless handles remain */
-		return;
-	}
-
-	calais__mutex_lock(&r->io_lock);
-	calais__mutex_lock(&M->lock);
-	bool ok = !r->removed && !r->closed && !M->stopping;
-	bool still = false;
-	switch (job) {
-	case JOB_POWER_UP:
-		still = r->power_up_pending;
-		break;
-	case JOB_POWER_DOWN:
-		still = r->n_handles == 0 && r->card == CALAIS__CARD_POWERED && r->power_down_at_ms &&
-		        r->power_down_at_ms <= calais__now_ms();
-		break;
-	case JOB_TX_TIMEOUT:
-		still = r->tx_owner && M->cfg.transaction_timeout_ms &&
-		        r->tx_last_use_ms + M->cfg.transaction_timeout_ms <= calais__now_ms();
-		if (still) {
-			/* Windows' rule: an idle transaction ends with a card reset, so a
-			 * program that forgot EndTransaction cannot lock others out. */
-			calais__warn("\"%s\": transaction idle for %u ms: ended, card reset",
-			             r->name, M->cfg.transaction_timeout_ms);
-			calais__reader_release_tx(r);
-			calais__reader_flag_handles(r, NULL, CALAIS__EV_RESET);
-		}
-		break;
-	case JOB_UNHOLD:
-		still = r->held && !r->tx_owner && r->sharing >= 0;
-		if (still)
-			r->held = false;
-		break;
-	default:
-		still = true;
-		break;
-	}
-	if (ok && still)
-		r->io_busy++;
-	calais__mutex_unlock(&M->lock);
-
-	if (ok && still) {
-		switch (job) {
-		case JOB_POWER_UP:
-			power_up(r, false);
-			break;
-		case JOB_POWER_DOWN:
-			calais__dbg("\"%s\": idle card powered down", r->name);
-			calais__reader_power_down(r);
-			break;
-		case JOB_TX_TIMEOUT:
-			calais__reader_reset(r, false);
-			break;
-		case JOB_UNHOLD: {
-			LONG rv = calais__reader_hold_fn(r)(r, false);
-			if (rv != SCARD_S_SUCCESS)
-				calais__dbg("\"%s\": ending the hold: %s", r->name,
-				            pcsc_stringify_error(rv));
-			break;
-		}
-		case JOB_POLL: {
-			bool present = false;
-			LONG rv = r->bi->be->slot_status ? r->bi->be->slot_status(r, &present)
-			                                 : SCARD_E_UNSUPPORTED_FEATURE;
-			if (rv == SCARD_S_SUCCESS)
-				calais_reader_card_event(r, present);
-			else if (rv == SCARD_E_READER_UNAVAILABLE)
-				calais__reader_lost(r);
-			else
-				calais__dbg("\"%s\": slot status failed: %s", r->name,
-				            pcsc_stringify_error(rv));
-			break;
-		}
-		default:
-			break;
-		}
-		calais__mutex_lock(&M->lock);
-		r->io_busy--;
-		calais__mutex_unlock(&M->lock);
-	}
-	calais__mutex_unlock(&r->io_lock);
-	calais__mutex_lock(&M->lock);
-	calais__reader_unref(r);
-}
-
-uint64_t calais__reader_work(uint64_t now)
-{
-	for (;;) {
-		if (M->stopping)
-			return UINT64_MAX;
-		if (M->dead_readers) {
-			struct calais_reader *r = M->dead_readers;
-			M->dead_readers = r->dead_next;
-			run_job(r, JOB_CLOSE);
-			continue;
-		}
-		uint64_t next = UINT64_MAX;
-		struct calais_reader *jr = NULL;
-		enum job job = JOB_NONE;
-		now = calais__now_ms();
-		for (struct calais_reader *r = M->readers; r && !jr; r = r->next) {
-			if (r->power_up_pending) {
-				jr = r, job = JOB_POWER_UP;
-				break;
-			}
-			if (r->held && !r->tx_owner && r->sharing >= 0 && !r->io_busy) {
-				jr = r, job = JOB_UNHOLD;
-				break;
-			}
-			if (r->flags & CALAIS_READER_POLL_PRESENCE) {
-				if (r->next_poll_ms <= now) {
-					r->next_poll_ms = now + M->cfg.poll_interval_ms;
-					jr = r, job = JOB_POLL;
-					break;
-				}
-				if (r->next_poll_ms < next)
-					next = r->next_poll_ms;
-			}
-			if (r->power_down_at_ms) {
-				if (r->power_down_at_ms <= now) {
-					r->power_down_at_ms = 0;
-					if (r->n_handles == 0 && r->card == CALAIS__CARD_POWERED) {
-						r->power_down_at_ms = now;
-						jr = r, job = JOB_POWER_DOWN;
-						break;
-					}
-				} else if (r->power_down_at_ms < next) {
-					next = r->power_down_at_ms;
-				}
-			}
-			if (r->tx_owner && M->cfg.transaction_timeout_ms) {
-				uint64_t at = r->tx_last_use_ms + M->cfg.transaction_timeout_ms;
-				if (at <= now) {
-					jr = r, job = JOB_TX_TIMEOUT;
-					break;
-				}
-				if (at < next)
-					next = at;
-			}
-		}
-		if (!jr)
-			return next;
-		run_job(jr, job);
-	}
 }
 
 /* At shutdown: every reader (published or waiting for close) is closed and freed. No

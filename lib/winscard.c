@@ -114,16 +114,12 @@ static void hash_remove_handle(struct calais_handle *h)
 static void io_begin(struct calais_reader *r)
 {
 	r->refs++;
-	calais__mutex_unlock(&M->lock);
-	calais__mutex_lock(&r->io_lock);
-	calais__mutex_lock(&M->lock);
-	r->io_busy++;
+	calais__reader_io_begin(r);
 }
 
 static void io_end(struct calais_reader *r)
 {
-	r->io_busy--;
-	calais__mutex_unlock(&r->io_lock);
+	calais__reader_io_end(r);
 	calais__reader_unref(r);
 }
 
@@ -241,13 +237,13 @@ LONG SCardEstablishContext(DWORD dwScope, LPCVOID pvReserved1, LPCVOID pvReserve
 	    dwScope != SCARD_SCOPE_SYSTEM && dwScope != SCARD_SCOPE_GLOBAL)
 		return SCARD_E_INVALID_VALUE;
 
-	LONG rv = enter();
-	if (rv != SCARD_S_SUCCESS) {
-		if (calais__ensure_started() != SCARD_S_SUCCESS)
-			return SCARD_E_NO_SERVICE;
-		if (enter() != SCARD_S_SUCCESS)
-			return SCARD_E_NO_SERVICE;
-	}
+	/* Waits for a start-up in progress (or makes one), so the first listing of every
+	 * thread shows what start-up found; fails during a shutdown. */
+	LONG rv = calais__ensure_started();
+	if (rv != SCARD_S_SUCCESS)
+		return SCARD_E_NO_SERVICE;
+	if (enter() != SCARD_S_SUCCESS)
+		return SCARD_E_NO_SERVICE;
 	struct calais_context *c = calloc(1, sizeof(*c));
 	if (!c)
 		return leave(SCARD_E_NO_MEMORY);
@@ -1038,7 +1034,8 @@ LONG SCardTransmit(SCARDHANDLE hCard, const SCARD_IO_REQUEST *pioSendPci, LPCBYT
 		size_t rx_len = *pcbRecvLength;
 		calais__mutex_unlock(&M->lock);
 		calais__log_apdu("core", "send", pbSendBuffer, cbSendLength);
-		rv = r->bi->be->transmit(r, proto, pbSendBuffer, cbSendLength, pbRecvBuffer, &rx_len, 0);
+		rv = r->bi->be->transmit(r, proto, pbSendBuffer, cbSendLength, pbRecvBuffer, &rx_len,
+		                         M->cfg.exchange_timeout_ms);
 		if (rv == SCARD_S_SUCCESS && rx_len > *pcbRecvLength) {
 			calais__err("\"%s\": backend overran the receive buffer", r->name);
 			rv = SCARD_F_INTERNAL_ERROR;
@@ -1047,6 +1044,7 @@ LONG SCardTransmit(SCARDHANDLE hCard, const SCARD_IO_REQUEST *pioSendPci, LPCBYT
 			calais__dbg("recv %zu bytes, SW %02X%02X", rx_len, pbRecvBuffer[rx_len - 2],
 			            pbRecvBuffer[rx_len - 1]);
 		calais__mutex_lock(&M->lock);
+		rv = calais__reader_io_rv(r, rv);
 		switch (rv) {
 		case SCARD_S_SUCCESS:
 			*pcbRecvLength = (DWORD)rx_len;

@@ -58,9 +58,11 @@ enum calais_log_level {
 /**
  * @brief Receives one formatted log line (no trailing newline).
  *
- * Called from whichever thread logged, possibly while the library holds an internal
- * lock: it must return quickly and must not call back into the library. @p domain is
- * the module ("core", "sim", a backend's name).
+ * Called from a thread of the library or of the application, never with a library lock
+ * held, one line at a time in the order they were logged: it may call back into the
+ * library (even log). A slow callback delays only the thread delivering to it; lines
+ * logged meanwhile wait in a bounded queue (when it is full, new lines are dropped and
+ * their number reported). @p domain is the module ("core", "sim", a backend's name).
  */
 typedef void (*calais_log_cb)(enum calais_log_level level, const char *domain,
                               const char *message, void *user);
@@ -104,6 +106,11 @@ struct calais_config {
 	 *  commas, e.g. "/dev/ttyUSB0:gemtwin,/dev/ttyS1:gemtwin:GemPCPinPad"; NULL:
 	 *  $CALAIS_SERIAL_READERS. */
 	const char *serial_readers;
+	/** The longest one exchange with a reader may take (a Transmit, a Control such as a
+	 *  PIN entry, a power-up), in ms; 0: $CALAIS_EXCHANGE_TIMEOUT_MS, else 300000 (5 min,
+	 *  for PIN entry). A call that reaches it is ended: SCARD_E_TIMEOUT. Backends bound
+	 *  their own protocol waits by it too. */
+	uint32_t exchange_timeout_ms;
 };
 
 /** Fills @p cfg with the defaults (all zero). */

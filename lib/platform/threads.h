@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <assert.h>
+#include <stdatomic.h>
 
 #if defined(_WIN32)
 #define CALAIS_PLATFORM_WINDOWS 1
@@ -23,8 +24,8 @@ typedef HANDLE calais__thread_t;
 
 static inline void calais__mutex_init(calais__mutex_t *m) { InitializeSRWLock(m); }
 static inline void calais__mutex_destroy(calais__mutex_t *m) { (void)m; }
-static inline void calais__mutex_lock(calais__mutex_t *m) { AcquireSRWLockExclusive(m); }
-static inline void calais__mutex_unlock(calais__mutex_t *m) { ReleaseSRWLockExclusive(m); }
+static inline void calais__mutex_lock_raw(calais__mutex_t *m) { AcquireSRWLockExclusive(m); }
+static inline void calais__mutex_unlock_raw(calais__mutex_t *m) { ReleaseSRWLockExclusive(m); }
 static inline void calais__cond_init(calais__cond_t *c) { InitializeConditionVariable(c); }
 static inline void calais__cond_destroy(calais__cond_t *c) { (void)c; }
 static inline void calais__cond_wait(calais__cond_t *c, calais__mutex_t *m)
@@ -114,13 +115,13 @@ static inline void calais__mutex_init(calais__mutex_t *m)
 	(void)rc;
 }
 static inline void calais__mutex_destroy(calais__mutex_t *m) { pthread_mutex_destroy(m); }
-static inline void calais__mutex_lock(calais__mutex_t *m)
+static inline void calais__mutex_lock_raw(calais__mutex_t *m)
 {
 	int rc = pthread_mutex_lock(m);
 	assert(rc == 0);
 	(void)rc;
 }
-static inline void calais__mutex_unlock(calais__mutex_t *m)
+static inline void calais__mutex_unlock_raw(calais__mutex_t *m)
 {
 	int rc = pthread_mutex_unlock(m);
 	assert(rc == 0);
@@ -191,5 +192,29 @@ static inline int calais__thread_create(calais__thread_t *t, void *(*fn)(void *)
 }
 static inline void calais__thread_join(calais__thread_t t) { pthread_join(t, NULL); }
 #endif
+
+/*
+ * Library locks are counted per thread, so the log path knows when a thread holds none:
+ * a line logged under a lock is queued and delivered to the user's callback once the
+ * thread has released its last lock (lib/log.c), never with a library lock held. The
+ * _raw forms are for the log queue's own lock, which is not a library lock in that sense
+ * (no callback runs under it).
+ */
+extern _Thread_local unsigned calais__locks_held;
+extern atomic_int calais__log_queued; /* lines waiting for delivery */
+void calais__log_deliver(void);
+
+static inline void calais__mutex_lock(calais__mutex_t *m)
+{
+	calais__mutex_lock_raw(m);
+	calais__locks_held++;
+}
+static inline void calais__mutex_unlock(calais__mutex_t *m)
+{
+	calais__locks_held--;
+	calais__mutex_unlock_raw(m);
+	if (!calais__locks_held && atomic_load_explicit(&calais__log_queued, memory_order_relaxed))
+		calais__log_deliver();
+}
 
 #endif /* CALAIS_PLATFORM_THREADS_H */

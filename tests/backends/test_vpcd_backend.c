@@ -102,12 +102,21 @@ static void on_log(enum calais_log_level level, const char *domain, const char *
 	pthread_mutex_unlock(&log_lock);
 }
 
+/* Whether `what` was logged; waits a little for it: a line logged while the library holds
+ * a lock (a reader's I/O lock, inside a backend call) reaches the callback once the lock
+ * is released. */
 static bool logged(const char *what)
 {
-	pthread_mutex_lock(&log_lock);
-	bool found = strstr(log_text, what) != NULL;
-	pthread_mutex_unlock(&log_lock);
-	return found;
+	for (int i = 0; i < 200; i++) {
+		pthread_mutex_lock(&log_lock);
+		bool found = strstr(log_text, what) != NULL;
+		pthread_mutex_unlock(&log_lock);
+		if (found)
+			return true;
+		struct timespec ts = { 0, (long)(10e6 * slow()) };
+		nanosleep(&ts, NULL);
+	}
+	return false;
 }
 
 static double last_connect_logged(void)
@@ -945,7 +954,8 @@ Test(vpcd, card_that_never_answers_is_cancelled_at_shutdown)
 	double took = now_ms() - t0;
 	pthread_join(th, NULL);
 	cr_log_info("shutdown with a mute card took %.1f ms", took);
-	assert_rv(j.rv, SCARD_E_CANCELLED);
+	/* The call ends with the service (backend.h: the core's word for a shutdown). */
+	assert_rv(j.rv, SCARD_E_NO_SERVICE);
 	cr_assert_lt(took, 2000 * slow());
 	cr_assert(tcard_wait(c, U_CLOSED, 0, 2000), "the card's connection outlived shutdown");
 	tcard_end(c);
