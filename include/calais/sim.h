@@ -59,9 +59,9 @@ typedef LONG (*calais_sim_apdu_fn)(void *user, const uint8_t *apdu, size_t apdu_
  * mute and hung cards. Every wait they cause ends early, without the card answering,
  * when the card is removed (SCARD_W_REMOVED_CARD), the reader is unplugged
  * (SCARD_E_READER_UNAVAILABLE), the library cancels the call (at calais_shutdown(), whose
- * callers in a call get SCARD_E_NO_SERVICE), or, for an APDU, when the exchange limit
- * passes (SCARD_E_TIMEOUT; the limit is calais_config.exchange_timeout_ms or
- * CALAIS_EXCHANGE_TIMEOUT_MS, 300 s by default).
+ * callers in a call get SCARD_E_NO_SERVICE), or the exchange limit passes
+ * (calais_config.exchange_timeout_ms or CALAIS_EXCHANGE_TIMEOUT_MS, 300 s by default: an
+ * APDU then ends with SCARD_E_TIMEOUT, and a power-up fails, the card shown mute).
  */
 struct calais_sim_card {
 	/** The ATR (2 to 33 bytes). */
@@ -85,7 +85,8 @@ struct calais_sim_card {
 	 *  when set), state MUTE. */
 	bool mute;
 	/** Delay before the ATR at each power-up and reset, in milliseconds (a slow card,
-	 *  or with @c mute a card that the reader takes this long to declare mute).
+	 *  or with @c mute a card that the reader takes this long to declare mute). A delay
+	 *  past the exchange limit makes the card mute.
 	 *  Since 0.2, `CALAIS_VERSION >= CALAIS_MAKE_VERSION(0, 2, 0)`. */
 	uint32_t atr_delay_ms;
 	/** A card that goes silent in mid-exchange: after answering @c silent_after APDUs

@@ -84,11 +84,12 @@ static pthread_mutex_t names_lock = PTHREAD_MUTEX_INITIALIZER;
 #define N_SLOTS 4
 static char names[N_SLOTS][MAX_READERNAME];
 
-/* The stuck reader: its card (silent, slow to power up) never answers an APDU; the
- * exchange limit, STUCK_LIMIT_MS, ends each. Workers pick it as often as one churn slot;
+/* The stuck reader: its card (silent, slow to power up, though within the limit, which
+ * bounds power-ups too) never answers an APDU; the exchange limit, STUCK_LIMIT_MS, ends
+ * each. Workers pick it as often as one churn slot;
  * the chaos thread only swaps its card now and then. */
 #define STUCK_LIMIT_MS 200
-#define STUCK_ATR_DELAY_MS 300
+#define STUCK_ATR_DELAY_MS 150
 static char stuck_name[MAX_READERNAME];
 static atomic_long stuck_timeouts, stuck_longest_ms;
 
@@ -354,11 +355,8 @@ Test(stress, everything_at_once, .timeout = 120)
 	calais_config_init(&cfg);
 	cfg.backends = "";
 	cfg.power_down_delay_ms = 5; /* power-downs race with connects too */
-	char limit[16];
-	snprintf(limit, sizeof(limit), "%d", STUCK_LIMIT_MS);
-	setenv("CALAIS_EXCHANGE_TIMEOUT_MS", limit, 1);
+	cfg.exchange_timeout_ms = STUCK_LIMIT_MS;
 	cr_assert_eq(calais_start(&cfg), SCARD_S_SUCCESS);
-	unsetenv("CALAIS_EXCHANGE_TIMEOUT_MS");
 	cr_assert_eq(calais_sim_reader_add("Stuck", &stuck_reader), SCARD_S_SUCCESS);
 	snprintf(stuck_name, sizeof(stuck_name), "%s", calais_sim_reader_name(stuck_reader));
 	cr_assert_eq(calais_sim_card_insert(stuck_reader, &stuck_card), SCARD_S_SUCCESS);

@@ -5,8 +5,6 @@
 #include "helpers.h"
 #include "faults/faults.h"
 
-#include <stdlib.h>
-
 TestSuite(sim_faults, .init = t_setup, .fini = t_teardown, .timeout = 20);
 
 /* How long a wait may outlive the event that ends it: the ~100 ms of the cancel
@@ -143,13 +141,15 @@ Test(sim_faults, cancel_ends_a_latency_wait)
 	cr_assert_eq(st.apdus, 0);
 }
 
-/* The exchange limit, from the environment: the core passes it to transmit(), which
- * ends a silent or too slow card's APDU there with SCARD_E_TIMEOUT. */
+/* The exchange limit: the core passes it to transmit(), which ends a silent or too slow
+ * card's APDU there with SCARD_E_TIMEOUT. */
 static void limited_setup(void)
 {
-	setenv("CALAIS_EXCHANGE_TIMEOUT_MS", "300", 1);
-	t_setup();
-	unsetenv("CALAIS_EXCHANGE_TIMEOUT_MS");
+	struct calais_config cfg;
+	calais_config_init(&cfg);
+	cfg.backends = "";
+	cfg.exchange_timeout_ms = 300;
+	t_setup_cfg(&cfg);
 }
 
 static void timed_out(SCARDHANDLE h, struct t_card *card)
@@ -275,4 +275,16 @@ Test(sim_faults, unplug_ends_a_slow_power_up)
 	cr_assert(took >= 0 && fm_now_ms() - t0 <= (long)(PROMPT_MS * fm_slow()),
 	          "the next card was shown %ld ms after the unplug", fm_now_ms() - t0);
 	cr_assert_eq(st.resets, 0);
+}
+
+Test(sim_faults, the_exchange_limit_cuts_a_slow_power_up, .init = limited_setup)
+{
+	memset(&st, 0, sizeof(st));
+	struct calais_sim_card c = t_card_desc(&st, atr_t1, sizeof(atr_t1));
+	c.atr_delay_ms = 5000;
+	put_card(&c);
+	long took = wait_state(t_name, SCARD_STATE_PRESENT | SCARD_STATE_MUTE, 3000);
+	cr_assert(took >= 250 && took <= (long)((300 + PROMPT_MS) * fm_slow()),
+	          "the card was shown mute after %ld ms", took);
+	cr_assert_eq(st.resets, 0, "the cut power-up reset the card");
 }
