@@ -288,3 +288,29 @@ Test(sim_faults, the_exchange_limit_cuts_a_slow_power_up, .init = limited_setup)
 	          "the card was shown mute after %ld ms", took);
 	cr_assert_eq(st.resets, 0, "the cut power-up reset the card");
 }
+
+/* A card pulled while its slow power-up waits, and another inserted at once: the new
+ * card must be shown with its ATR. The library cancels the first power-up at the removal;
+ * that cancel must not make the new card mute, nor the removal's answer hide it. */
+Test(sim_faults, a_card_swapped_during_a_slow_power_up_is_shown_with_its_atr, .timeout = 60)
+{
+	int lost = 0, mute = 0;
+	for (int i = 0; i < 10; i++) {
+		memset(&st, 0, sizeof(st));
+		struct calais_sim_card c = t_card_desc(&st, atr_t1, sizeof(atr_t1));
+		c.atr_delay_ms = 150;
+		put_card(&c);
+		t_sleep_ms(50 + (unsigned)i % 5); /* inside the power-up */
+		assert_rv(calais_sim_card_remove(t_reader), SCARD_S_SUCCESS);
+		assert_rv(calais_sim_card_insert(t_reader, &c), SCARD_S_SUCCESS);
+		if (wait_state(t_name, SCARD_STATE_PRESENT, 1000) < 0) {
+			lost++;
+			continue;
+		}
+		SCARD_READERSTATE rs = { .szReader = t_name };
+		assert_rv(SCardGetStatusChange(t_ctx, 0, &rs, 1), SCARD_S_SUCCESS);
+		mute += (rs.dwEventState & SCARD_STATE_MUTE) || rs.cbAtr != sizeof(atr_t1);
+	}
+	cr_assert_eq(lost + mute, 0, "of 10 cards swapped in, %d never shown, %d shown mute", lost,
+	             mute);
+}
