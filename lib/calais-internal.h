@@ -71,9 +71,6 @@ void calais__log_apdu(const char *domain, const char *what, const uint8_t *buf, 
  * (the passthrough backend refuses to load such a library: it would be itself). */
 #define CALAIS__SELF_MARK ((LONG)0x43414C53)
 
-/* Symbolic name of a PC/SC code ("SCARD_E_TIMEOUT"), or NULL (lib/error.c). */
-const char *calais__error_name(LONG rv);
-
 /* ---- ATR -------------------------------------------------------------------------- */
 
 /* A parsed ATR (lib/atr.c). Defaults fill whatever the card leaves out. */
@@ -250,9 +247,12 @@ enum calais__card {
 /*
  * A reader slot.
  *
- * Locks (the order is fixed: start_lock, then a reader's io_lock, then mgr.lock; only
- * one io_lock at a time):
- * - io_lock serialises backend calls for this reader; taken without mgr.lock held.
+ * Locks (the order is fixed: start_lock, then a reader's io_lock, then its cancel_lock,
+ * then a backend's own locks, then mgr.lock; only one io_lock at a time):
+ * - io_lock serialises backend calls for this reader; taken without mgr.lock held, by
+ *   the application thread of a call or by the runner serving this reader (lib/jobs.c),
+ *   never by a thread that serves other readers.
+ * - cancel_lock orders a cancel with the start of the next I/O section (lib/jobs.c).
  * - Every other field is guarded by mgr.lock, except those set before publish and
  *   never changed (desc fields, names, bi, priv).
  */
@@ -278,7 +278,7 @@ struct calais_reader {
 	bool backend_present;   /* last presence the backend reported */
 	LONG unavailable;       /* calais_reader_set_unavailable(): why, or 0 */
 	bool held;              /* the backend's hold() is on (a transaction or exclusive) */
-	bool power_up_pending;  /* the worker must power the card up to read its ATR */
+	bool power_up_pending;  /* a runner must power the card up to read its ATR */
 	uint8_t atr[MAX_ATR_SIZE];
 	size_t atr_len;
 	uint32_t protocol;       /* negotiated protocol; 0 until the first connect */
@@ -367,13 +367,14 @@ struct calais__sc_waiter {
  * The manager: one per process.
  *
  * Lock order: start_lock (start, shutdown, backend registration) → a reader's io_lock →
- * lock. Waiters sleep on the condition variables with `lock` held. User callbacks (log)
- * may run with `lock` held and must not call back into the library.
+ * its cancel_lock → backend locks → lock. Waiters sleep on the condition variables with
+ * `lock` held. No user callback runs with any of them held (log lines wait in
+ * lib/log.c's queue until the thread holds none).
  */
 struct calais__manager {
 	calais__mutex_t lock;
 	calais__cond_t state_cond;  /* a reader's state changed (start-up waits for ATRs) */
-	calais__cond_t worker_cond; /* work for the worker thread */
+	calais__cond_t worker_cond; /* work for the scheduler (lib/jobs.c) */
 	calais__cond_t drain_cond;  /* active_calls reached zero */
 
 	bool running;  /* lock */
@@ -381,7 +382,6 @@ struct calais__manager {
 	unsigned active_calls;
 
 	struct calais_config cfg;
-	char *cfg_backends;
 
 	calais_backend_instance *backends; /* start_lock */
 
@@ -413,9 +413,11 @@ struct calais__manager {
 extern struct calais__manager calais__mgr;
 
 /* lib/manager.c */
+/* The manager started and its start-up finished (waits for one in progress, or makes
+ * one); SCARD_E_NO_SERVICE during a shutdown or when the start fails. No lock held. */
 LONG calais__ensure_started(void);
 uint32_t calais__random32(void); /* mgr.lock held */
-void calais__worker_kick(void);  /* mgr.lock held */
+void calais__worker_kick(void);  /* wakes the scheduler (lib/jobs.c); mgr.lock held */
 calais_backend_instance *calais__backend_activate(const struct calais_backend *be);
 bool calais__backend_configured(calais_backend_instance *bi);
 const char *calais__getenv(const char *name);
@@ -471,10 +473,10 @@ void calais__jobs_send_cancel(struct calais_reader *r);
 /* In a child after fork(): forgets the parent's threads. */
 void calais__jobs_forget(void);
 
-/* lib/winscard.c */
+/* lib/context.c */
 void calais__contexts_free_all(void);
 
-/* Built-in backends (lib/backends.c lists them). */
+/* Built-in backends (the `builtin` table in lib/manager.c lists them). */
 extern const struct calais_backend calais__backend_sim;
 extern const struct calais_backend calais__backend_ccid;
 extern const struct calais_backend calais__backend_pcsc;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The one list of PC/SC return codes, as an X-macro, with the symbolic-name lookup
- * built from it (lib/error.c). */
+/* The one list of PC/SC return codes, as an X-macro; pcsc_stringify_error()'s texts
+ * are built from it (lib/error.c). */
 #ifndef CALAIS_ERROR_LIST_H
 #define CALAIS_ERROR_LIST_H
 
@@ -81,9 +81,5 @@
 	X(SCARD_W_EOF, NULL)                                                           \
 	X(SCARD_W_CANCELLED_BY_USER, NULL)                                             \
 	X(SCARD_W_CARD_NOT_AUTHENTICATED, NULL)
-
-/* Symbolic name of a code ("SCARD_E_TIMEOUT"), or NULL if the list lacks it. Shared
- * values give the name listed above (SCARD_E_UNSUPPORTED_FEATURE, ..._RES_MSG). */
-const char *calais__error_name(LONG rv);
 
 #endif /* CALAIS_ERROR_LIST_H */

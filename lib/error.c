@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* Text and symbolic names for PC/SC return codes, both from the list in error-list.h. */
+/* The text of PC/SC return codes (pcsc_stringify_error()), from the list in error-list.h. */
 #include <stdio.h>
 
 #include "calais-internal.h"
@@ -12,19 +12,6 @@
 #endif
 
 /* Switches rather than tables: a value listed twice is a compile error. */
-
-const char *calais__error_name(LONG rv)
-{
-	switch (rv) {
-#define CALAIS__ERR_NAME(name, text)                                                   \
-	case name:                                                                     \
-		return #name;
-		CALAIS__PCSC_ERROR_MAP(CALAIS__ERR_NAME)
-#undef CALAIS__ERR_NAME
-	default:
-		return NULL;
-	}
-}
 
 static const char *error_text(LONG rv)
 {

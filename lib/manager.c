@@ -186,7 +186,8 @@ static calais_backend_instance *start_backend(const struct calais_backend *be, b
  * backends' resources such as USB handles and sockets belong to the parent) and starts
  * a manager of its own at its first SCardEstablishContext(). The parent's handles then
  * answer SCARD_E_INVALID_HANDLE in the child. */
-static struct calais__manager *forgotten;
+/* volatile: only ever written, and it must stay (it keeps the copy reachable). */
+static struct calais__manager *volatile forgotten;
 
 static void atfork_prepare(void)
 {

@@ -447,6 +447,12 @@ static LONG power_up(struct calais_reader *r, bool warm)
 	}
 
 	calais__mutex_lock(&M->lock);
+	/* A cancelled power-up (the card or reader gone, the shutdown) is not a mute card. */
+	rv = calais__reader_io_rv(r, rv);
+	if (rv == SCARD_E_NO_SERVICE) {
+		calais__mutex_unlock(&M->lock);
+		return rv;
+	}
 	bool was_inserted = r->card == CALAIS__CARD_INSERTED;
 	if (r->removed || r->card == CALAIS__CARD_ABSENT) {
 		/* Removed while powering: the removal already told everyone. */

@@ -11,13 +11,19 @@
  *
  * Threads and locks, once for every member below:
  * - The core owns one "I/O lock" per reader. Every per-reader call (power_on, power_off,
- *   set_protocol, transmit, control, get_attrib, set_attrib, slot_status, close) is made
- *   with that reader's I/O lock held, so calls for one reader never overlap; calls for
- *   different readers may run at the same time on different threads.
+ *   set_protocol, transmit, control, get_attrib, set_attrib, slot_status, hold, close)
+ *   is made with that reader's I/O lock held, so calls for one reader never overlap;
+ *   calls for different readers may run at the same time on different threads.
  * - No other library lock is held during a backend call, so a backend may call any
  *   calais_reader_* helper from inside one (they never wait for I/O).
- * - Calls come from the application thread that made the PC/SC call, or from the core's
- *   worker thread (power-up at insertion, idle power-down, presence polling, close).
+ * - Calls come from the application thread that made the PC/SC call, or from a runner
+ *   thread of the core serving this reader only (power-up at insertion, idle power-down,
+ *   presence polling, the end of a hold, close): the core never makes one reader's call
+ *   wait for another reader's. The backend keeps it so: no lock or thread of its own
+ *   shared between readers may be held or waited on across one reader's device I/O, and
+ *   its event threads (hotplug, interrupts, accept loops) never wait for an exchange.
+ * - Every wait on the device is bounded (a transmit by its timeout_ms, the rest by the
+ *   transport's protocol times) and ends soon after cancel(); see cancel.
  * - Every member returns a PC/SC code (SCARD_S_SUCCESS, SCARD_E_*, SCARD_W_*). Use the
  *   precise one: SCARD_E_NO_SMARTCARD / SCARD_W_REMOVED_CARD when the card is gone,
  *   SCARD_E_READER_UNAVAILABLE when the device is gone, SCARD_W_UNRESPONSIVE_CARD for a
@@ -125,11 +131,14 @@ struct calais_backend {
 
 	/**
 	 * Starts the backend. Mandatory.
-	 * Called once, by the thread that starts the manager (calais_start(), the first
-	 * SCardEstablishContext(), or calais_backend_register() on a running manager),
-	 * with no library lock held. Reports the readers present now (calais_reader_new()
-	 * then calais_reader_publish()) and starts whatever thread or event source it
-	 * needs to report later arrivals, removals and card events.
+	 * Called once per start, by the thread that starts the manager (calais_start(), the
+	 * first SCardEstablishContext(), the first calais_sim_* call for a backend started
+	 * on demand, or calais_backend_register() on a running manager), with no library
+	 * lock held; other threads' first SCardEstablishContext() waits for it. Reports the
+	 * readers present now (calais_reader_new() then calais_reader_publish(); their
+	 * cards' ATRs are read before the start-up ends, within 2 s) and starts whatever
+	 * thread or event source it needs to report later arrivals, removals and card
+	 * events.
 	 * @returns SCARD_S_SUCCESS; any error disables this backend only (it is logged).
 	 * A backend that cannot reach its transport yet (service down, no device) should
 	 * return success, log once and retry on its own.
@@ -138,10 +147,11 @@ struct calais_backend {
 
 	/**
 	 * Stops reporting. Optional.
-	 * Called once at shutdown (or when the backend is unregistered), before any of its
-	 * readers is closed, with no library lock held, from the thread calling
-	 * calais_shutdown(). Stops the backend's threads; after it returns the backend
-	 * must not call calais_reader_new/publish/card_event/remove any more.
+	 * Called once at shutdown, after every call in progress has ended (cancel() was
+	 * called for them) and before any of its readers is closed, with no library lock
+	 * held, from the thread calling calais_shutdown(). Stops the backend's threads;
+	 * after it returns the backend must not call calais_reader_new/publish/card_event/
+	 * remove any more.
 	 */
 	void (*stop)(calais_backend_instance *bi);
 
@@ -153,10 +163,11 @@ struct calais_backend {
 
 	/**
 	 * Releases one reader's resources. Optional.
-	 * Called once per published reader, after the backend reported its removal or at
-	 * shutdown, with the reader's I/O lock held, from the core's worker thread or the
-	 * shutdown thread. No other call for this reader follows; its private data is
-	 * freed by the core when the last handle on it is gone.
+	 * Called once per published reader, after the backend reported its removal (from a
+	 * runner thread, once the call in progress, cancelled, has returned) or at shutdown
+	 * (from the shutdown thread), with the reader's I/O lock held. No other call for
+	 * this reader follows; its private data is freed by the core when the last handle
+	 * on it is gone.
 	 */
 	void (*close)(calais_reader *r);
 
@@ -194,8 +205,10 @@ struct calais_backend {
 	 * @param tx the command (an APDU; raw bytes for RAW), tx_len bytes.
 	 * @param rx receives the response; *rx_len is its capacity on entry and the
 	 *  response length on return.
-	 * @param timeout_ms the longest the core lets the exchange take, 0 for the
-	 *  transport's own protocol timeouts.
+	 * @param timeout_ms the longest the core lets the exchange take (the exchange limit,
+	 *  calais_config.exchange_timeout_ms; never 0): bound every wait of the exchange by
+	 *  it (protocol waits, WTX, time extensions, retries). The core also cancels the
+	 *  call when it is reached.
 	 * @returns SCARD_S_SUCCESS; SCARD_E_INSUFFICIENT_BUFFER (response longer than
 	 *  *rx_len; set *rx_len to the length needed when known); SCARD_W_REMOVED_CARD or
 	 *  SCARD_E_NO_SMARTCARD; SCARD_E_READER_UNAVAILABLE; SCARD_F_COMM_ERROR;
@@ -242,9 +255,22 @@ struct calais_backend {
 	LONG (*slot_status)(calais_reader *r, bool *present);
 
 	/**
-	 * Makes a call in progress on @p r return SCARD_E_CANCELLED soon. Optional.
-	 * Called WITHOUT the reader's I/O lock (another thread holds it, inside a call), at
-	 * shutdown and when the reader is removed. Must not block.
+	 * Makes the call in progress on @p r return soon: within 100 ms, 1 s at most.
+	 * Optional, but without it nothing bounds a call but the backend itself.
+	 * Called by the core's scheduler (or the shutdown thread) WITHOUT the reader's I/O
+	 * lock and without any library lock, while a call on @p r is in progress, when:
+	 * the reader was reported removed (calais_reader_remove()), its card was reported
+	 * removed (calais_reader_card_event(r, false)), the exchange limit passed, or
+	 * calais_shutdown() began; not when the call in progress reported the event
+	 * itself. It may be called again (every 100 ms while the call lasts: a core call
+	 * may make several backend calls), and it may arrive just after the call returned,
+	 * never after the next call began: so set a flag, wake the waits, and clear the
+	 * flag at the start of every call. Must not block (the backend's own short locks
+	 * are fine).
+	 * The interrupted call returns SCARD_E_CANCELLED (or a more precise code it knows:
+	 * SCARD_E_READER_UNAVAILABLE, SCARD_W_REMOVED_CARD); the core turns
+	 * SCARD_E_CANCELLED into SCARD_E_READER_UNAVAILABLE, SCARD_W_REMOVED_CARD,
+	 * SCARD_E_TIMEOUT or SCARD_E_NO_SERVICE after the cause.
 	 */
 	void (*cancel)(calais_reader *r);
 
@@ -256,7 +282,7 @@ struct calais_backend {
 	 * them off for as long as the application needs the card to itself, and no longer.
 	 * Called with the reader's I/O lock held; true is called before SCardBeginTransaction()
 	 * or the exclusive SCardConnect() returns (an error fails that call), false soon
-	 * after the hold ends (from the worker thread).
+	 * after the hold ends (from a runner thread).
 	 */
 	LONG (*hold)(calais_reader *r, bool held);
 };
@@ -320,9 +346,10 @@ CALAIS_API LONG calais_reader_publish(calais_reader *r, bool card_present);
 CALAIS_API void calais_reader_card_event(calais_reader *r, bool present);
 
 /**
- * @brief Reports that the reader is gone (unplugged). Any thread.
- * Applications see it disappear at once; the core then calls close() from its worker.
- * The backend must not use @p r after close() returns.
+ * @brief Reports that the reader is gone (unplugged). Any thread, never blocks.
+ * Applications see it disappear at once; a call in progress on it is cancelled (see
+ * cancel) and the core then calls close() from a runner thread. The backend must not
+ * use @p r after close() returns.
  */
 CALAIS_API void calais_reader_remove(calais_reader *r);
 
