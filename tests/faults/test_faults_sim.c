@@ -201,7 +201,7 @@ Test(faults_sim, card_silent_in_mid_exchange)
 static void fault_ends(struct fm_call *call, LONG (*fault)(calais_sim_reader *), LONG want,
                        const char *what)
 {
-	neighbour_sees("silent card on the other reader");
+	neighbour_sees("a call stuck on the other reader");
 	long t0 = fm_now_ms();
 	cr_assert_eq(fault(faulty), SCARD_S_SUCCESS);
 	fm_assert_call_ends(call, want, t0, FM_END_MS, what);
@@ -288,4 +288,44 @@ Test(faults_sim, shutdown_during_a_slow_power_up)
 	fm_call_start(&call, connect_faulty, NULL);
 	neighbour_sees("power-up in progress on the other reader");
 	shutdown_ends(&call);
+}
+
+/* A Connect that powers the card up itself (a card shown mute is tried again), waiting
+ * for a slow ATR: stretched like the bounds, so that it is still waiting when the fault
+ * comes after the neighbour check (and kept under the stretched limit). */
+static void connect_powering(struct fm_call *call)
+{
+	long delay = (long)(ATR_DELAY_MS * fm_slow());
+	struct calais_sim_card c = { .atr = atr_t1, .atr_len = sizeof(atr_t1), .apdu = answer,
+	                             .mute = true, .atr_delay_ms = (uint32_t)delay };
+	cr_assert_eq(calais_sim_card_insert(faulty, &c), SCARD_S_SUCCESS);
+	wait_presence(faulty_name, true); /* shown mute after the first power-up */
+	fm_call_start(call, connect_faulty, NULL);
+	struct timespec ts = { 0, 50 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	cr_assert(!__atomic_load_n(&call->done, __ATOMIC_ACQUIRE), "Connect did not wait for the ATR");
+}
+
+Test(faults_sim, shutdown_during_a_connects_power_up)
+{
+	struct fm_call call;
+	connect_powering(&call);
+	neighbour_sees("a Connect powering the card on the other reader");
+	shutdown_ends(&call);
+}
+
+Test(faults_sim, card_pulled_during_a_connects_power_up)
+{
+	struct fm_call call;
+	connect_powering(&call);
+	fault_ends(&call, calais_sim_card_remove, SCARD_E_NO_SMARTCARD,
+	           "Connect when the card is pulled during its power-up");
+}
+
+Test(faults_sim, reader_unplugged_during_a_connects_power_up)
+{
+	struct fm_call call;
+	connect_powering(&call);
+	fault_ends(&call, calais_sim_reader_unplug, SCARD_E_READER_UNAVAILABLE,
+	           "Connect when the reader is unplugged during its power-up");
 }
