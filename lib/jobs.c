@@ -14,9 +14,11 @@
  * - a runner serves one reader at a time: it runs that reader's due jobs one after the
  *   other, each in an I/O section, then takes the next reader from mgr.run_queue or
  *   waits RUNNER_IDLE_MS for one and leaves. A reader is served by one runner at a time,
- *   so its jobs keep their order; a stuck reader holds one runner, and the next reader
- *   with a job due gets another (created when none is idle: as many runners as readers
- *   with a job due at once, at most).
+ *   so its jobs keep their order; a stuck reader holds one runner. The pool grows when
+ *   work waits: up to RUNNERS_AT_ONCE runners start at once, and past them one more each
+ *   RUNNER_GROW_MS while a reader waits in the queue with no runner free. So a burst of
+ *   quick jobs (a thousand cards at start-up) is served by a few threads, and a reader
+ *   behind stuck ones waits RUNNER_GROW_MS at most for a runner of its own.
  * Lock order: a reader's io_lock, then its cancel_lock, then backend locks, then
  * mgr.lock. Runners and the scheduler hold a reference on a reader while they use it.
  */
@@ -28,6 +30,9 @@
 
 /* An idle runner leaves after this long without work. */
 #define RUNNER_IDLE_MS 5000u
+/* Runners started as soon as work waits; past them, one more per RUNNER_GROW_MS. */
+#define RUNNERS_AT_ONCE 2u
+#define RUNNER_GROW_MS 10u
 /* While a cancelled section stays open, cancel() is sent again this often: a section may
  * make several backend calls, and each call clears the backend's cancel flag. */
 #define CANCEL_RESEND_MS 100u
@@ -230,29 +235,53 @@ static void *runner_main(void *arg)
 	return NULL;
 }
 
-/* Queues r for a runner: an idle one is woken, or one is created. mgr.lock held. */
-static void dispatch(struct calais_reader *r)
+/* Starts one more runner. mgr.lock held. */
+static void spawn_runner(void)
 {
-	r->job_queued = true;
-	r->refs++;
-	r->run_next = NULL;
-	*M->run_tail = r;
-	M->run_tail = &r->run_next;
-	if (M->n_idle > M->n_woken) {
-		M->n_woken++;
-		calais__cond_signal(&M->runner_cond);
-		return;
-	}
 	struct calais__runner *run = calloc(1, sizeof(*run));
 	if (run && calais__thread_create(&run->thread, runner_main, run) == 0) {
 		run->next = M->runners;
 		M->runners = run;
 		M->n_runners++;
+		M->last_spawn_ms = calais__now_ms();
 		return;
 	}
 	free(run);
-	/* The reader stays queued for the next runner that frees up. */
-	calais__err("cannot start a thread for \"%s\"'s jobs", r->name ? r->name : "?");
+	/* The queue waits for the next runner that frees up, or the next try. */
+	calais__err("cannot start a thread for readers' jobs");
+}
+
+/* Queues r for a runner: an idle one is woken, or (while the pool is small) one is
+ * started; schedule() grows the pool past that. mgr.lock held. */
+static void dispatch(struct calais_reader *r)
+{
+	r->job_queued = true;
+	r->refs++;
+	r->run_next = NULL;
+	r->queued_ms = calais__now_ms();
+	*M->run_tail = r;
+	M->run_tail = &r->run_next;
+	if (M->n_idle > M->n_woken) {
+		M->n_woken++;
+		calais__cond_signal(&M->runner_cond);
+	} else if (M->n_runners < RUNNERS_AT_ONCE) {
+		spawn_runner();
+	}
+}
+
+/* Work waits with no runner free: one more runner each RUNNER_GROW_MS. Returns the time
+ * to look again, or UINT64_MAX. mgr.lock held. */
+static uint64_t grow_pool(uint64_t now)
+{
+	if (!M->run_queue || M->n_idle > M->n_woken)
+		return UINT64_MAX;
+	uint64_t since = M->run_queue->queued_ms > M->last_spawn_ms ? M->run_queue->queued_ms
+	                                                              : M->last_spawn_ms;
+	if (since + RUNNER_GROW_MS <= now) {
+		spawn_runner();
+		return now + RUNNER_GROW_MS;
+	}
+	return since + RUNNER_GROW_MS;
 }
 
 /* Joins the runners that have left. mgr.lock held, dropped inside. */
@@ -349,9 +378,10 @@ static uint64_t schedule(void)
 			calais__jobs_send_cancel(to_cancel);
 			continue;
 		}
+		uint64_t grow = grow_pool(now);
+		if (grow < next)
+			next = grow;
 		reap_runners();
-		if (M->worker_wake || M->stopping)
-			return next;
 		return next;
 	}
 }
@@ -385,6 +415,7 @@ LONG calais__jobs_start(void)
 	M->run_tail = &M->run_queue;
 	M->runners = NULL;
 	M->n_runners = M->n_idle = M->n_woken = 0;
+	M->last_spawn_ms = 0;
 	M->worker_wake = false;
 	M->sched_next_ms = 0;
 	if (calais__thread_create(&M->worker, scheduler_main, NULL) != 0) {

@@ -312,6 +312,7 @@ static void bump_card_counter(struct calais_reader *r)
 static void card_gone(struct calais_reader *r)
 {
 	bool shown = r->card != CALAIS__CARD_ABSENT && r->card != CALAIS__CARD_INSERTED;
+	r->card_gen++;
 	r->card = CALAIS__CARD_ABSENT;
 	r->atr_len = 0;
 	r->protocol = 0;
@@ -366,6 +367,7 @@ void calais_reader_card_event(calais_reader *r, bool present)
 		return;
 	}
 	if (present && r->card == CALAIS__CARD_ABSENT) {
+		r->card_gen++;
 		r->card = CALAIS__CARD_INSERTED;
 		r->power_up_pending = true;
 		calais__dbg("card inserted in \"%s\", powering up", r->name);
@@ -439,6 +441,9 @@ static LONG power_up(struct calais_reader *r, bool warm)
 	uint8_t atr[MAX_ATR_SIZE + 8];
 	size_t atr_len = 0;
 
+	calais__mutex_lock(&M->lock);
+	uint32_t gen = r->card_gen;
+	calais__mutex_unlock(&M->lock);
 	LONG rv = r->bi->be->power_on(r, warm, atr, &atr_len);
 	if (rv == SCARD_S_SUCCESS && (atr_len < 2 || atr_len > MAX_ATR_SIZE)) {
 		calais__warn("\"%s\": backend returned a %zu-byte ATR; treated as mute card",
@@ -452,6 +457,17 @@ static LONG power_up(struct calais_reader *r, bool warm)
 	if (rv == SCARD_E_NO_SERVICE) {
 		calais__mutex_unlock(&M->lock);
 		return rv;
+	}
+	if (r->card_gen != gen && !r->removed) {
+		/* The card was pulled (and maybe another inserted) during the power-up: the
+		 * answer is about a card that is gone. A new card gets a power-up of its own
+		 * (its insertion must not be reported removed, nor shown mute). */
+		if (r->card == CALAIS__CARD_INSERTED) {
+			r->power_up_pending = true;
+			calais__worker_kick();
+		}
+		calais__mutex_unlock(&M->lock);
+		return SCARD_E_NO_SMARTCARD;
 	}
 	bool was_inserted = r->card == CALAIS__CARD_INSERTED;
 	if (r->removed || r->card == CALAIS__CARD_ABSENT) {

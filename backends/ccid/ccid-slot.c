@@ -33,12 +33,27 @@ static LONG icc_status(uint8_t status)
 	}
 }
 
+/* One command of this slot, bounded by the slot's exchange deadline when one is set. */
+static LONG cmd(struct calais__ccid_slot *s, uint8_t type, const uint8_t hdr[3],
+                const uint8_t *data, size_t n, struct calais__ccid_reply *r, uint32_t timeout_ms)
+{
+	return calais__ccid_command_until(s->port, type, s->index, hdr, data, n, r, timeout_ms,
+	                                  s->deadline_ms);
+}
+
+/* The engine's view of cancel (asked between its waits). */
+static bool slot_cancelled(void *user)
+{
+	struct calais__ccid_slot *s = user;
+	return s->port->cancel || s->port->cancel_slot[s->index];
+}
+
 /* ---- power ---------------------------------------------------------------------------- */
 
 static LONG power_off_locked(struct calais__ccid_slot *s)
 {
 	struct calais__ccid_reply r;
-	LONG rv = calais__ccid_command(s->port, CALAIS__PC_ICC_POWER_OFF, s->index, NULL, NULL, 0,
+	LONG rv = cmd(s, CALAIS__PC_ICC_POWER_OFF, NULL, NULL, 0,
 	                               &r, DEFAULT_TIMEOUT_MS);
 	s->powered = false;
 	s->protocol = 0;
@@ -73,7 +88,9 @@ static bool class_accepted(const struct calais__atr *a, uint8_t select)
 
 LONG calais__ccid_power_on(struct calais__ccid_slot *s, bool warm, uint8_t *atr, size_t *atr_len)
 {
-	calais__mutex_lock(&s->port->lock);
+	LONG rv = calais__ccid_enter(s->port, s->index, true);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
 	uint8_t seq[3];
 	size_t n_seq = voltage_sequence(s, seq);
 	if (warm && s->powered) {
@@ -83,11 +100,11 @@ LONG calais__ccid_power_on(struct calais__ccid_slot *s, bool warm, uint8_t *atr,
 	} else if (s->powered) {
 		power_off_locked(s);
 	}
-	LONG rv = SCARD_W_UNRESPONSIVE_CARD;
+	rv = SCARD_W_UNRESPONSIVE_CARD;
 	for (size_t i = 0; i < n_seq; i++) {
 		struct calais__ccid_reply r;
 		uint8_t hdr[3] = { seq[i], 0, 0 };
-		rv = calais__ccid_command(s->port, CALAIS__PC_ICC_POWER_ON, s->index, hdr, NULL, 0, &r,
+		rv = cmd(s, CALAIS__PC_ICC_POWER_ON, hdr, NULL, 0, &r,
 		                          POWER_ON_TIMEOUT_MS);
 		if (rv == SCARD_S_SUCCESS && r.len == 0)
 			rv = icc_status(r.status) != SCARD_S_SUCCESS ? SCARD_E_NO_SMARTCARD
@@ -120,24 +137,27 @@ LONG calais__ccid_power_on(struct calais__ccid_slot *s, bool warm, uint8_t *atr,
 			break; /* no card, device gone, cancelled: another voltage will not help */
 		power_off_locked(s);
 	}
-	calais__mutex_unlock(&s->port->lock);
+	calais__ccid_leave(s->port);
 	return rv;
 }
 
 LONG calais__ccid_power_off(struct calais__ccid_slot *s)
 {
-	calais__mutex_lock(&s->port->lock);
-	LONG rv = power_off_locked(s);
-	calais__mutex_unlock(&s->port->lock);
+	LONG rv = calais__ccid_enter(s->port, s->index, true);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	rv = power_off_locked(s);
+	calais__ccid_leave(s->port);
 	return rv;
 }
 
-LONG calais__ccid_slot_status(struct calais__ccid_slot *s, bool *present)
+static LONG slot_status(struct calais__ccid_slot *s, bool *present, bool wait)
 {
-	calais__mutex_lock(&s->port->lock);
+	LONG rv = calais__ccid_enter(s->port, s->index, wait);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
 	struct calais__ccid_reply r;
-	LONG rv = calais__ccid_command(s->port, CALAIS__PC_GET_SLOT_STATUS, s->index, NULL, NULL, 0,
-	                               &r, DEFAULT_TIMEOUT_MS);
+	rv = cmd(s, CALAIS__PC_GET_SLOT_STATUS, NULL, NULL, 0, &r, DEFAULT_TIMEOUT_MS);
 	/* A failed GetSlotStatus still carries the card status bits (ICC_MUTE: no card). */
 	if (rv == SCARD_S_SUCCESS || (r.type == CALAIS__RDR_SLOT_STATUS &&
 	                              (rv == SCARD_E_NO_SMARTCARD || rv == SCARD_W_UNRESPONSIVE_CARD))) {
@@ -146,8 +166,18 @@ LONG calais__ccid_slot_status(struct calais__ccid_slot *s, bool *present)
 			s->powered = false;
 		rv = SCARD_S_SUCCESS;
 	}
-	calais__mutex_unlock(&s->port->lock);
+	calais__ccid_leave(s->port);
 	return rv;
+}
+
+LONG calais__ccid_slot_status(struct calais__ccid_slot *s, bool *present)
+{
+	return slot_status(s, present, true);
+}
+
+LONG calais__ccid_slot_poll(struct calais__ccid_slot *s, bool *present)
+{
+	return slot_status(s, present, false);
 }
 
 /* ---- one XfrBlock, and the extended APDU chain ----------------------------------------- */
@@ -158,8 +188,8 @@ static LONG xfr_block(struct calais__ccid_slot *s, const uint8_t *tx, size_t n, 
 {
 	struct calais__ccid_reply r;
 	uint8_t hdr[3] = { bwi, (uint8_t)level, (uint8_t)(level >> 8) };
-	LONG rv = calais__ccid_command(s->port, CALAIS__PC_XFR_BLOCK, s->index, hdr, tx, n, &r,
-	                               timeout_ms);
+	LONG rv = cmd(s, CALAIS__PC_XFR_BLOCK, hdr, tx, n, &r, timeout_ms);
+	s->storm = r.storm;
 	if (rv == SCARD_E_NO_SMARTCARD)
 		rv = SCARD_W_REMOVED_CARD;
 	if (rv != SCARD_S_SUCCESS)
@@ -239,11 +269,21 @@ static LONG xfr_extended(struct calais__ccid_slot *s, const uint8_t *tx, size_t 
 
 /* ---- the ISO 7816-3 engine's transports ------------------------------------------------ */
 
+/* A reader's time-extension storm is no transmission error for the engine to retry
+ * (it would only start another): it ends the exchange, with SCARD_F_COMM_ERROR once out
+ * of the engine (calais__ccid_transmit). */
+#define STORM_RV SCARD_E_COMM_DATA_LOST
+
+static LONG engine_rv(const struct calais__ccid_slot *s, LONG rv)
+{
+	return s->storm ? STORM_RV : rv;
+}
+
 static LONG t0_tpdu(void *user, const uint8_t *tpdu, size_t n, uint8_t *resp, size_t *resp_len,
                     uint32_t timeout_ms)
 {
 	struct calais__ccid_slot *s = user;
-	return xfr_block(s, tpdu, n, 0, 0, resp, resp_len, s->timeout_ms, NULL);
+	return engine_rv(s, xfr_block(s, tpdu, n, 0, 0, resp, resp_len, s->timeout_ms, NULL));
 }
 
 static LONG t1_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, size_t *rx_len,
@@ -254,8 +294,8 @@ static LONG t1_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, size_
 	uint32_t bwt = s->t1.bwt_ms ? s->t1.bwt_ms : 1;
 	uint32_t mult = timeout_ms / bwt;
 	uint8_t bwi = mult > 1 ? (uint8_t)(mult > 255 ? 255 : mult) : 0;
-	return xfr_block(s, blk, n, 0, bwi, rx, rx_len, s->timeout_ms * (mult > 1 ? mult : 1),
-	                 NULL);
+	return engine_rv(s, xfr_block(s, blk, n, 0, bwi, rx, rx_len,
+	                              s->timeout_ms * (mult > 1 ? mult : 1), NULL));
 }
 
 /* Character level: bytes to send wait in s->chr until the next read, which sends them
@@ -277,6 +317,8 @@ static LONG chr_recv(void *user, uint8_t *b, size_t n, uint32_t timeout_ms)
 	LONG rv = xfr_block(s, s->chr, s->chr_len, (uint16_t)n, 0, b, &len,
 	                    timeout_ms > s->timeout_ms ? timeout_ms : s->timeout_ms, NULL);
 	s->chr_len = 0;
+	if (s->storm)
+		return STORM_RV;
 	if (rv == SCARD_W_UNRESPONSIVE_CARD)
 		return SCARD_E_TIMEOUT;
 	if (rv == SCARD_S_SUCCESS && len != n) {
@@ -322,7 +364,7 @@ static LONG set_parameters(struct calais__ccid_slot *s, uint8_t proto)
 	}
 	uint8_t hdr[3] = { proto, 0, 0 };
 	struct calais__ccid_reply r;
-	LONG rv = calais__ccid_command(s->port, CALAIS__PC_SET_PARAMETERS, s->index, hdr, d, n, &r,
+	LONG rv = cmd(s, CALAIS__PC_SET_PARAMETERS, hdr, d, n, &r,
 	                               DEFAULT_TIMEOUT_MS);
 	if (rv == SCARD_E_INVALID_VALUE || rv == SCARD_E_UNSUPPORTED_FEATURE) {
 		/* A parameter the reader cannot change, or no SetParameters at all: the reader
@@ -342,8 +384,9 @@ LONG calais__ccid_set_protocol(struct calais__ccid_slot *s, uint32_t protocol)
 		ccid_info("%s: the reader does not run T=%u", s->port->name, proto);
 		return SCARD_E_PROTO_MISMATCH;
 	}
-	calais__mutex_lock(&s->port->lock);
-	LONG rv = SCARD_S_SUCCESS;
+	LONG rv = calais__ccid_enter(s->port, s->index, true);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
 	const struct calais__atr *a = &s->atr;
 	uint32_t clock = s->desc->default_clock_khz ? s->desc->default_clock_khz : 4000;
 	if (!s->powered) {
@@ -418,7 +461,7 @@ LONG calais__ccid_set_protocol(struct calais__ccid_slot *s, uint32_t protocol)
 	}
 	s->protocol = protocol;
 out:
-	calais__mutex_unlock(&s->port->lock);
+	calais__ccid_leave(s->port);
 	return rv;
 }
 
@@ -427,8 +470,11 @@ out:
 LONG calais__ccid_transmit(struct calais__ccid_slot *s, uint32_t protocol, const uint8_t *tx,
                            size_t tx_len, uint8_t *rx, size_t *rx_len)
 {
-	calais__mutex_lock(&s->port->lock);
-	LONG rv;
+	LONG rv = calais__ccid_enter(s->port, s->index, true);
+	if (rv != SCARD_S_SUCCESS) {
+		s->deadline_ms = 0;
+		return rv;
+	}
 	if (!s->powered) {
 		rv = SCARD_W_UNPOWERED_CARD;
 		goto out;
@@ -454,6 +500,9 @@ LONG calais__ccid_transmit(struct calais__ccid_slot *s, uint32_t protocol, const
 				rv = SCARD_E_PROTO_MISMATCH;
 				break;
 			}
+			s->t1.deadline_ms = s->deadline_ms;
+			s->t1.cancelled = slot_cancelled;
+			s->t1.name = s->port->name;
 			rv = calais__t1_transceive(&s->t1, tx, tx_len, rx, rx_len);
 		} else {
 			struct calais__t0_io io = {
@@ -461,6 +510,8 @@ LONG calais__ccid_transmit(struct calais__ccid_slot *s, uint32_t protocol, const
 				.wt_ms = s->params.wt_ms ? s->params.wt_ms : DEFAULT_TIMEOUT_MS,
 				.max_nulls = 1000,
 				.auto_get_response = true,
+				.deadline_ms = s->deadline_ms,
+				.cancelled = slot_cancelled,
 			};
 			if (s->st->level == CALAIS__CCID_TPDU) {
 				io.tpdu = t0_tpdu;
@@ -477,7 +528,11 @@ LONG calais__ccid_transmit(struct calais__ccid_slot *s, uint32_t protocol, const
 		break;
 	}
 out:
-	calais__mutex_unlock(&s->port->lock);
+	if (rv == STORM_RV && s->storm)
+		rv = SCARD_F_COMM_ERROR;
+	s->storm = false;
+	s->deadline_ms = 0; /* this exchange's only */
+	calais__ccid_leave(s->port);
 	return rv;
 }
 
@@ -576,10 +631,14 @@ static LONG secure(struct calais__ccid_slot *s, bool modify, const uint8_t *in, 
 	uint32_t timeout = (in[0] + 10u) * 1000u;
 	if (timeout < 90000)
 		timeout = 90000;
-	calais__mutex_lock(&s->port->lock);
+	LONG rv = calais__ccid_enter(s->port, s->index, true);
+	if (rv != SCARD_S_SUCCESS) {
+		free(msg);
+		return rv;
+	}
 	struct calais__ccid_reply r;
 	uint8_t hdr[3] = { 0, 0, 0 };
-	LONG rv = calais__ccid_command(s->port, CALAIS__PC_SECURE, s->index, hdr, msg, n, &r, timeout);
+	rv = cmd(s, CALAIS__PC_SECURE, hdr, msg, n, &r, timeout);
 	free(msg);
 	if (rv == SCARD_S_SUCCESS) {
 		const uint8_t *d = r.data;
@@ -604,7 +663,7 @@ static LONG secure(struct calais__ccid_slot *s, bool modify, const uint8_t *in, 
 		rv = put_answer(sw, 2, out, out_cap, out_len);
 	}
 out:
-	calais__mutex_unlock(&s->port->lock);
+	calais__ccid_leave(s->port);
 	return rv;
 }
 
@@ -616,13 +675,14 @@ static LONG escape(struct calais__ccid_slot *s, const uint8_t *in, size_t in_len
 		          s->port->name);
 		return SCARD_E_UNSUPPORTED_FEATURE;
 	}
-	calais__mutex_lock(&s->port->lock);
+	LONG rv = calais__ccid_enter(s->port, s->index, true);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
 	struct calais__ccid_reply r;
-	LONG rv = calais__ccid_command(s->port, CALAIS__PC_ESCAPE, s->index, NULL, in, in_len, &r,
-	                               30000);
+	rv = cmd(s, CALAIS__PC_ESCAPE, NULL, in, in_len, &r, 30000);
 	if (rv == SCARD_S_SUCCESS)
 		rv = put_answer(r.data, r.len, out, out_cap, out_len);
-	calais__mutex_unlock(&s->port->lock);
+	calais__ccid_leave(s->port);
 	return rv;
 }
 

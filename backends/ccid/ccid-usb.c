@@ -2,7 +2,24 @@
 /* The USB CCID/ICCD backend: finds CCID interfaces through the USB seam (usb.h), keeps
  * them in step with hotplug (or periodic re-enumeration), publishes one reader per slot,
  * watches the interrupt endpoint for card movement, and maps the core's calls onto the
- * slot layer (ccid-slot.c). */
+ * slot layer (ccid-slot.c).
+ *
+ * Threads and isolation. The core calls each reader (slot) from its own thread; the
+ * backend adds a monitor thread (hotplug, re-enumeration) and one interrupt thread per
+ * device. What one slot's exchange may block:
+ * - other devices: nothing (each has its own port; cp->lock, the only backend-wide lock,
+ *   is held for list and table updates and card events, never over device I/O);
+ * - other slots of the same device: only what the device allows. bMaxCCIDBusySlots
+ *   slots may have a command in flight at once (the slot layer's calais__ccid_enter());
+ *   nearly every multi-slot reader says 1, so a command on a second slot waits for the
+ *   first one's end, interruptibly (cancel of its reader, device gone), and a presence
+ *   poll does not wait at all (it reports the last known presence);
+ * - the interrupt pipe: nothing. Its thread never takes a port lock, so NotifySlotChange
+ *   events of every slot keep flowing while a slot is stuck;
+ * - the monitor: nothing (it talks only to devices it is adding or claiming).
+ * Lock order: port.lock (an exclusive exchange) → port.txl → port.mx; cp->lock is taken
+ * alone or before the core's locks (card events), never with a port lock held.
+ * cancel(r) sets the slot's flag, wakes its waits and stops its transfer in progress. */
 #include "ccid.h"
 #include "usb.h"
 
@@ -178,6 +195,7 @@ static void *intr_main(void *arg)
 			break;
 		if (st == CALAIS__USB_NO_DEVICE) {
 			d->port.gone = true;
+			calais__ccid_wake(&d->port);
 			calais__mutex_lock(&d->cp->lock);
 			d->cp->rescan = true;
 			calais__cond_broadcast(&d->cp->cond);
@@ -396,12 +414,18 @@ static void add_dev(struct ccid_priv *cp, struct calais__usb_dev *udev,
 	} else {
 		d->iccd = (struct calais__iccd){ .ops = d->ops, .h = d->h, .iface = ifc->number,
 		                                 .version_b = ifc->kind == CALAIS__CCID_ICCD_B,
-		                                 .name = d->name };
+		                                 .name = d->name, .port = &d->port };
 		d->port.user = &d->iccd;
 		d->port.send = calais__iccd_send;
 		d->port.recv = calais__iccd_recv;
 	}
 	d->port.name = d->name;
+	/* Slots that may run a command at once (CCID 1.1 5.1, bMaxCCIDBusySlots); ICCD
+	 * devices have one slot. */
+	d->port.max_busy = 1;
+	if (ifc->kind == CALAIS__CCID_BULK && d->desc.max_busy_slots > 1)
+		d->port.max_busy = d->desc.max_busy_slots < d->st.slots ? d->desc.max_busy_slots
+		                                                        : d->st.slots;
 	if (calais__ccid_port_init(&d->port, d->desc.max_message_length) != SCARD_S_SUCCESS) {
 		free_dev(d);
 		return;
@@ -487,6 +511,8 @@ static void remove_dev(struct ccid_dev *d, bool unplugged)
 {
 	if (unplugged) {
 		d->port.gone = true;
+		if (d->port_ready)
+			calais__ccid_wake(&d->port);
 		ccid_info("%s: removed", d->name);
 	}
 	intr_stop(d);
@@ -685,7 +711,7 @@ static void ccid_close(calais_reader *r)
 	d->readers[cr->slot] = NULL;
 	calais__mutex_unlock(&d->cp->lock);
 	if (d->slots[cr->slot].powered && !d->port.gone) {
-		d->port.cancel = false; /* a shutdown's cancel() must not stop the power-off */
+		d->port.cancel_slot[cr->slot] = false; /* a cancel() must not stop the power-off */
 		calais__ccid_power_off(&d->slots[cr->slot]);
 	}
 	cr->dev = NULL;
@@ -713,31 +739,47 @@ static LONG ensure_claimed(struct ccid_dev *d)
 	((struct ccid_reader *)calais_reader_priv(r))->slot])
 #define DEV(r) (((struct ccid_reader *)calais_reader_priv(r))->dev)
 
+/* A call begins: a cancel() meant for an earlier call (it may come just after that one
+ * returned) does not stop this one. */
+static void call_start(calais_reader *r)
+{
+	struct ccid_reader *cr = calais_reader_priv(r);
+	cr->dev->port.cancel_slot[cr->slot] = false;
+}
+
 static LONG ccid_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_len)
 {
+	call_start(r);
 	LONG rv = ensure_claimed(DEV(r));
 	return rv != SCARD_S_SUCCESS ? rv : calais__ccid_power_on(SLOT(r), warm, atr, atr_len);
 }
 
 static LONG ccid_power_off(calais_reader *r)
 {
+	call_start(r);
 	return DEV(r)->claimed ? calais__ccid_power_off(SLOT(r)) : SCARD_S_SUCCESS;
 }
 
 static LONG ccid_set_protocol(calais_reader *r, uint32_t protocol)
 {
+	call_start(r);
 	return calais__ccid_set_protocol(SLOT(r), protocol);
 }
 
 static LONG ccid_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx, size_t tx_len,
                           uint8_t *rx, size_t *rx_len, uint32_t timeout_ms)
 {
+	call_start(r);
+	/* The whole exchange (every block, byte, time extension and retry) ends by the
+	 * core's exchange limit. */
+	SLOT(r)->deadline_ms = timeout_ms ? calais__now_ms() + timeout_ms : 0;
 	return calais__ccid_transmit(SLOT(r), protocol, tx, tx_len, rx, rx_len);
 }
 
 static LONG ccid_control(calais_reader *r, uint32_t code, const uint8_t *in, size_t in_len,
                          uint8_t *out, size_t out_cap, size_t *out_len)
 {
+	call_start(r);
 	LONG rv = ensure_claimed(DEV(r));
 	return rv != SCARD_S_SUCCESS ? rv
 	                             : calais__ccid_control(SLOT(r), code, in, in_len, out, out_cap,
@@ -768,23 +810,37 @@ static LONG ccid_slot_status(calais_reader *r, bool *present)
 		*present = false;
 		return SCARD_S_SUCCESS;
 	}
-	LONG rv = calais__ccid_slot_status(SLOT(r), present);
+	call_start(r);
+	/* A poll never waits for another slot's exchange: the last presence known then. */
+	unsigned slot = ((struct ccid_reader *)calais_reader_priv(r))->slot;
+	LONG rv = calais__ccid_slot_poll(SLOT(r), present);
 	if (rv == SCARD_E_READER_UNAVAILABLE) {
 		usb_changed(d->cp);
 		return rv;
 	}
+	calais__mutex_lock(&d->cp->lock);
 	if (rv != SCARD_S_SUCCESS)
-		*present = d->present[((struct ccid_reader *)calais_reader_priv(r))->slot];
+		*present = d->present[slot];
+	else if (!d->ifc.ep_intr)
+		d->present[slot] = *present; /* with a pipe, its events keep this */
+	calais__mutex_unlock(&d->cp->lock);
 	return SCARD_S_SUCCESS;
 }
 
+/* Never blocks: the slot's flag, a wake-up of its waits (for the device, a command
+ * slot, a reply another slot reads), and its bulk-IN transfer stopped when it is the
+ * one reading (another slot's read would only start again). ICCD waits are control
+ * transfers of at most 10 s and polls that see the flag within 10 ms. */
 static void ccid_cancel(calais_reader *r)
 {
-	struct ccid_dev *d = DEV(r);
-	if (!d)
+	struct ccid_reader *cr = calais_reader_priv(r);
+	struct ccid_dev *d = cr->dev;
+	if (!d || !d->port_ready)
 		return;
-	d->port.cancel = true;
-	if (d->claimed)
+	d->port.cancel_slot[cr->slot] = true;
+	calais__ccid_wake(&d->port);
+	if (d->claimed && d->ifc.kind == CALAIS__CCID_BULK &&
+	    atomic_load(&d->port.reader_slot) == (int)cr->slot)
 		d->ops->cancel(d->h, d->ifc.ep_bulk_in);
 }
 

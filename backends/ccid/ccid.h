@@ -11,7 +11,7 @@
 
 #define calais__ccid_log(level, ...)                                                 \
 	do {                                                                         \
-		if (calais__log_level >= (level))                                    \
+		if (CALAIS__LOG_ON(level))                                    \
 			calais__log((level), "ccid", __VA_ARGS__);                   \
 	} while (0)
 #define ccid_err(...) calais__ccid_log(CALAIS_LOG_ERROR, __VA_ARGS__)
@@ -96,13 +96,38 @@ enum {
 #define CALAIS__CCID_MSG_MAX (CALAIS__CCID_HEADER + 65536 + 8)
 /* Replies with a stale bSeq discarded before giving up. */
 #define CALAIS__CCID_MAX_STALE 10
-/* Time extension requests honoured for one command before calling it a storm. */
-#define CALAIS__CCID_MAX_TIME_EXT 1000
+/* Time extensions (bStatus 0x80) within one command, counted (ccid-msg.c): more than
+ * CALAIS__CCID_MAX_TIME_EXT_QUICK in a row that each came within
+ * CALAIS__CCID_TIME_EXT_QUICK_MS of our read (the reader asks again at once, no card is
+ * that busy), or more than CALAIS__CCID_MAX_TIME_EXT in all (over 16 min at one every
+ * 100 ms, a PIN pad's pace), is a storm: the command is aborted, SCARD_F_COMM_ERROR and
+ * a warning. Each extension's wait is bWTX times the command's timeout, at most 600 s,
+ * and every wait is cut to the command's deadline: the exchange's (transmit: the
+ * core's exchange limit), else twice the command's timeout. */
+#define CALAIS__CCID_MAX_TIME_EXT_QUICK 50
+#define CALAIS__CCID_TIME_EXT_QUICK_MS 10
+#define CALAIS__CCID_MAX_TIME_EXT 10000
+/* The abort procedure's whole budget (class request, PC_to_RDR_Abort, its replies): a
+ * cancelled command ends within it even when the reader does not cooperate. */
+#define CALAIS__CCID_ABORT_MS 600
+#define CALAIS__CCID_SLOTS 256 /* bSlot values */
 
-/* A CCID device as the message layer sees it: a message pipe (USB bulk pipes, or a
- * framed serial line) and its state. One command is in flight per device at a time
- * (which respects any bMaxCCIDBusySlots): callers hold `lock` around a whole exchange,
- * chained messages included. */
+struct calais__ccid_wait;
+
+/*
+ * A CCID device as the message layer sees it: a message pipe (USB bulk pipes, or a
+ * framed serial line) and its state.
+ *
+ * Slots and concurrency. Up to max_busy slots (bMaxCCIDBusySlots, 1 for nearly every
+ * reader and for ICCD and serial readers) may have a command in flight at once, one
+ * each; a slot's exchange is entered with calais__ccid_enter() and left with
+ * calais__ccid_leave(), so an exchange on one slot never delays another slot beyond what
+ * the device allows. With max_busy 1 the slot layer also holds `lock` over the exchange
+ * (the serial transports hold it around their own line work). The replies of every slot
+ * share one pipe: one waiting command at a time reads it and files a reply for another
+ * in that one's wait (ccid-msg.c). Nothing here is held over I/O but `lock` (an exclusive
+ * exchange) and `txl` (one message being sent); `mx` is the innermost lock.
+ */
 struct calais__ccid_port {
 	void *user;
 	/* Sends one whole message. */
@@ -117,26 +142,59 @@ struct calais__ccid_port {
 	const char *name;  /* for logs */
 	uint32_t max_msg;  /* dwMaxCCIDMessageLength, clamped to CALAIS__CCID_MSG_MAX */
 
-	calais__mutex_t lock;
-	uint8_t seq;       /* shared by every slot of the device */
+	unsigned max_busy; /* bMaxCCIDBusySlots (1 unless set before the first command) */
+
+	calais__mutex_t lock; /* an exclusive device's exchange (max_busy 1) */
 	atomic_bool gone;   /* the device went away: every command fails at once */
-	atomic_bool cancel; /* cancel(): the command in flight is aborted */
-	uint8_t *tx, *rx;  /* max_msg bytes each */
+	atomic_bool cancel; /* every slot's command is aborted (serial transports' cancel) */
+	/* One slot's cancel(): its command in flight is aborted; cleared by the slot layer
+	 * at the start of each of its calls. */
+	atomic_bool cancel_slot[CALAIS__CCID_SLOTS];
+	/* The slot whose thread reads the reply pipe now (-1: none): cancel() of that slot
+	 * also stops the transfer; others are woken through `cond`. */
+	atomic_int reader_slot;
+
+	calais__mutex_t txl; /* tx, seq and the sending of one message */
+	uint8_t seq;         /* shared by every slot of the device */
+	uint8_t *tx;         /* max_msg bytes */
+
+	calais__mutex_t mx;  /* the fields below; never held over I/O */
+	calais__cond_t cond; /* a reply filed, the pipe free, a slot free, a cancel */
+	unsigned busy;       /* slots inside calais__ccid_enter() .. leave() */
+	bool reading;        /* a waiting command reads the reply pipe */
+	struct calais__ccid_wait *waits; /* commands whose reply is due */
+	uint8_t *rx[CALAIS__CCID_SLOTS]; /* each slot's reply buffer, max_msg bytes */
 };
 
-/* A reply, its payload inside port->rx (valid while port->lock is held). */
+/* A reply, its payload inside the slot's reply buffer (valid until the slot's next
+ * command). */
 struct calais__ccid_reply {
 	uint8_t type, slot, seq, status, error, param;
 	const uint8_t *data;
 	size_t len;
+	bool storm; /* the command ended in a time-extension storm (SCARD_F_COMM_ERROR) */
 };
 
 LONG calais__ccid_port_init(struct calais__ccid_port *p, uint32_t max_msg);
 void calais__ccid_port_free(struct calais__ccid_port *p);
-/* One command and its reply; port->lock held. hdr: the three message-specific bytes.
- * Honours time extensions, discards stale replies, runs the abort procedure on timeout
- * or cancel. A failed command returns its bError mapped to a PC/SC code, with *rep
- * filled so the caller may treat some (SetParameters, Secure) its own way. */
+/* A slot's exchange begins: waits (interruptibly: cancel of the slot or the port, the
+ * device gone) until fewer than max_busy slots are busy; wait false: SCARD_E_NOT_READY
+ * at once when the device is busy. Every call below between enter and leave. */
+LONG calais__ccid_enter(struct calais__ccid_port *p, uint8_t slot, bool wait);
+void calais__ccid_leave(struct calais__ccid_port *p);
+/* Wakes the slot's waits after cancel_slot[] or gone was set (never blocks long). */
+void calais__ccid_wake(struct calais__ccid_port *p);
+/* One command and its reply, inside enter/leave (or with port->lock held on a serial
+ * port). hdr: the three message-specific bytes. Honours time extensions (counted, see
+ * above), discards stale replies, runs the abort procedure on timeout or cancel; every
+ * wait is cut to deadline_ms (calais__now_ms() clock; 0: twice timeout_ms from now),
+ * past which it ends with SCARD_E_TIMEOUT. A failed command returns its bError mapped
+ * to a PC/SC code, with *rep filled so the caller may treat some (SetParameters,
+ * Secure) its own way. */
+LONG calais__ccid_command_until(struct calais__ccid_port *p, uint8_t type, uint8_t slot,
+                                const uint8_t hdr[3], const uint8_t *data, size_t n,
+                                struct calais__ccid_reply *rep, uint32_t timeout_ms,
+                                uint64_t deadline_ms);
 LONG calais__ccid_command(struct calais__ccid_port *p, uint8_t type, uint8_t slot,
                           const uint8_t hdr[3], const uint8_t *data, size_t n,
                           struct calais__ccid_reply *rep, uint32_t timeout_ms);
@@ -171,15 +229,25 @@ struct calais__ccid_slot {
 	struct calais__pps_result params;
 	struct calais__t1 t1;
 	uint32_t timeout_ms;        /* read timeout of a card exchange */
+	/* The next transmit's end (calais__now_ms() clock; 0: none), set by the transport
+	 * before calais__ccid_transmit(), which bounds every wait of it by this and clears
+	 * it: the protocol engine's blocks and bytes, time extensions, retries. */
+	uint64_t deadline_ms;
 	uint8_t chr[5 + 256 + 4];   /* character level: bytes sent, flushed by the next read */
 	size_t chr_len;
+	bool storm;                 /* the last command ended in a time-extension storm */
 };
 
-/* Every function below takes port->lock itself. */
+/* Every function below enters the port itself (calais__ccid_enter: port->lock on an
+ * exclusive device) and ends with SCARD_E_CANCELLED soon after cancel_slot[index] (or
+ * port->cancel) is set and the port woken. */
 LONG calais__ccid_power_on(struct calais__ccid_slot *s, bool warm, uint8_t *atr, size_t *atr_len);
 LONG calais__ccid_power_off(struct calais__ccid_slot *s);
 /* SCARD_S_SUCCESS with *present; never an error for an empty slot. */
 LONG calais__ccid_slot_status(struct calais__ccid_slot *s, bool *present);
+/* The same, without waiting: SCARD_E_NOT_READY while the device is busy with other slots
+ * (a presence poll must not wait for another slot's exchange). */
+LONG calais__ccid_slot_poll(struct calais__ccid_slot *s, bool *present);
 LONG calais__ccid_set_protocol(struct calais__ccid_slot *s, uint32_t protocol);
 LONG calais__ccid_transmit(struct calais__ccid_slot *s, uint32_t protocol, const uint8_t *tx,
                            size_t tx_len, uint8_t *rx, size_t *rx_len);

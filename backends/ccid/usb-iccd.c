@@ -4,7 +4,8 @@
  * piecewise (header, then data or answer, then SW1 SW2, with a status byte polled in
  * between); version B exchanges APDUs in data blocks with chaining, status and polling
  * answers. Each CCID message the slot layer sends becomes those requests, and the
- * answers become the CCID reply it expects. */
+ * answers become the CCID reply it expects. Every poll is bounded by the message's time
+ * and sleeps in slices that see the port's cancel and gone flags. */
 #include "ccid.h"
 #include "usb.h"
 
@@ -23,6 +24,29 @@
 #define A_ABSENT 0x80
 #define A_DATA 0x10
 #define A_SW 0x20
+
+/* The longest sleep between two polls before the flags are looked at again. */
+#define POLL_SLICE_US 10000u
+
+/* Sleeps us microseconds, but not past until_ms, in slices; SCARD_E_CANCELLED or
+ * SCARD_E_READER_UNAVAILABLE as soon as the port is cancelled or the device gone. */
+static LONG nap(struct calais__iccd *c, uint64_t us, uint64_t until_ms)
+{
+	for (;;) {
+		if (c->port && c->port->gone)
+			return SCARD_E_READER_UNAVAILABLE;
+		if (c->port && (c->port->cancel || c->port->cancel_slot[0]))
+			return SCARD_E_CANCELLED;
+		uint64_t now = calais__now_ms();
+		if (us == 0 || now >= until_ms)
+			return SCARD_S_SUCCESS;
+		uint64_t slice = us < POLL_SLICE_US ? us : POLL_SLICE_US;
+		if (slice > (until_ms - now) * 1000u)
+			slice = (until_ms - now) * 1000u;
+		calais__sleep_us((uint32_t)slice);
+		us -= slice;
+	}
+}
 
 static LONG usb_rv(struct calais__iccd *c, enum calais__usb_status st, const char *what)
 {
@@ -87,7 +111,8 @@ static LONG a_status(struct calais__iccd *c, uint8_t *status, uint32_t timeout_m
 			return SCARD_S_SUCCESS;
 		if (calais__now_ms() >= until)
 			return SCARD_E_TIMEOUT;
-		calais__sleep_us(10000);
+		if ((rv = nap(c, 10000, until)) != SCARD_S_SUCCESS)
+			return rv;
 	}
 }
 
@@ -206,11 +231,13 @@ static LONG b_data_block(struct calais__iccd *c, const uint8_t *m, size_t cap,
 			      NULL, 0);
 			return SCARD_S_SUCCESS;
 		case 0x80: {
-			/* Not ready: come back after the delay it gives (10 ms units). */
+			/* Not ready: come back after the delay it gives (10 ms units, up to
+			 * 655 s), within the message's time and interruptibly. */
 			unsigned delay = n >= 3 ? (unsigned)(buf[1] | buf[2] << 8) : 0;
 			if (calais__now_ms() >= until)
 				return SCARD_E_TIMEOUT;
-			calais__sleep_us((delay ? delay : 1) * 10000u);
+			if ((rv = nap(c, (uint64_t)(delay ? delay : 1) * 10000u, until)) != SCARD_S_SUCCESS)
+				return rv;
 			continue;
 		}
 		default:

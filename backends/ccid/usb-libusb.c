@@ -11,7 +11,7 @@
 
 #define usb_log(level, ...)                                                          \
 	do {                                                                         \
-		if (calais__log_level >= (level))                                    \
+		if (CALAIS__LOG_ON(level))                                    \
 			calais__log((level), "usb", __VA_ARGS__);                    \
 	} while (0)
 

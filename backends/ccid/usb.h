@@ -31,6 +31,7 @@ enum calais__usb_status {
 struct calais__usb_dev;
 /* An opened device. */
 struct calais__usb_handle;
+struct calais__ccid_port;
 
 struct calais__usb_dev_info {
 	uint16_t vid, pid, bcd_device;
@@ -134,6 +135,8 @@ struct calais__iccd {
 	uint8_t iface;
 	bool version_b;
 	const char *name;
+	/* The message port it serves: its gone and cancel flags end the polls (slot 0). */
+	struct calais__ccid_port *port;
 	uint8_t reply[10 + CALAIS__ICCD_MAX_DATA + 2];
 	size_t reply_len;
 };

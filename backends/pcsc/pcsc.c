@@ -14,7 +14,7 @@
 
 #define pcsc_log(level, ...)                                                         \
 	do {                                                                         \
-		if (calais__log_level >= (level))                                    \
+		if (CALAIS__LOG_ON(level))                                    \
 			calais__log((level), "pcsc", __VA_ARGS__);                   \
 	} while (0)
 

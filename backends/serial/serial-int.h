@@ -11,7 +11,7 @@
 
 #define ser_log(level, ...)                                                          \
 	do {                                                                         \
-		if (calais__log_level >= (level))                                    \
+		if (CALAIS__LOG_ON(level))                                    \
 			calais__log((level), "serial", __VA_ARGS__);                 \
 	} while (0)
 

@@ -16,7 +16,7 @@
 
 #define vpcd_log(level, ...)                                                         \
 	do {                                                                         \
-		if (calais__log_level >= (level))                                    \
+		if (CALAIS__LOG_ON(level))                                    \
 			calais__log((level), "vpcd", __VA_ARGS__);                   \
 	} while (0)
 

@@ -23,6 +23,7 @@ struct reply {
 	struct reply *next;
 	size_t n;
 	bool stall, oversized;
+	long ready_ms; /* not sent before (a reader busy with the card); 0: at once */
 	uint8_t b[];
 };
 
@@ -70,6 +71,7 @@ struct ccidsim_dev {
 	unsigned intr_head, intr_count;
 	enum ccidsim_fault fault;
 	unsigned fault_count; /* 0 with a fault set: for ever */
+	int fault_slot;       /* the slot whose commands get it; -1: every slot */
 	/* ICCD: the answer the next DATA_BLOCK request returns. */
 	uint8_t iccd_block[1 + BIG];
 	size_t iccd_len;
@@ -79,6 +81,9 @@ struct ccidsim_dev {
 	uint8_t a_hdr[5], a_sw[2];
 	bool mute_pending;
 	uint8_t mute_slot, mute_seq;
+	uint32_t delay_next_ms; /* ccidsim_delay_next() */
+	uint32_t storm_gap_ms;  /* ccidsim_storm_gap() */
+	long storm_next_ms;
 	struct ccidsim_stats stats;
 	uint32_t rng;
 };
@@ -94,6 +99,13 @@ static ccidsim_dev *devices;
 static calais__usb_changed_cb changed_cb;
 static void *changed_user;
 static uint8_t next_address = 1;
+
+static long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
 
 static void notify_changed(void)
 {
@@ -134,7 +146,7 @@ static void build_config(ccidsim_dev *d)
 	cls[50] = (uint8_t)c->lcd_layout;
 	cls[51] = (uint8_t)(c->lcd_layout >> 8);
 	cls[52] = c->pin_support;
-	cls[53] = 1;
+	cls[53] = c->max_busy ? c->max_busy : 1;
 	uint8_t cfg[9] = { 9, 2, 0, 0, 1, 1, 0, 0x80, 50 };
 	memcpy(b, cfg, 9);
 	n = 9;
@@ -176,6 +188,7 @@ static struct reply *push(ccidsim_dev *d, const uint8_t *b, size_t n)
 	r->next = NULL;
 	r->n = n;
 	r->stall = r->oversized = false;
+	r->ready_ms = 0;
 	memcpy(r->b, b, n);
 	*d->replies_tail = r;
 	d->replies_tail = &r->next;
@@ -606,8 +619,10 @@ static size_t command(ccidsim_dev *d, const uint8_t *m, size_t n, uint8_t *b)
 	}
 }
 
-static enum ccidsim_fault take_fault(ccidsim_dev *d)
+static enum ccidsim_fault take_fault(ccidsim_dev *d, uint8_t slot)
 {
+	if (d->fault_slot >= 0 && slot != d->fault_slot)
+		return CS_NONE;
 	enum ccidsim_fault f = d->fault;
 	if (f != CS_NONE && d->fault_count && --d->fault_count == 0)
 		d->fault = CS_NONE;
@@ -619,7 +634,7 @@ static enum calais__usb_status bulk_out(ccidsim_dev *d, const uint8_t *m, size_t
 {
 	if (n < 10)
 		return CALAIS__USB_STALL;
-	enum ccidsim_fault f = m[0] == 0x72 ? CS_NONE : take_fault(d);
+	enum ccidsim_fault f = m[0] == 0x72 ? CS_NONE : take_fault(d, m[5]);
 	if (f == CS_STALL_OUT) {
 		d->stats.commands[m[0]]++;
 		return CALAIS__USB_STALL;
@@ -671,6 +686,7 @@ static enum calais__usb_status bulk_out(ccidsim_dev *d, const uint8_t *m, size_t
 		break;
 	case CS_TIME_EXT_STORM:
 		d->storm = true;
+		d->storm_next_ms = mono_ms() + (long)d->storm_gap_ms;
 		d->mute_pending = true;
 		d->mute_slot = m[5];
 		d->mute_seq = m[6];
@@ -696,6 +712,10 @@ static enum calais__usb_status bulk_out(ccidsim_dev *d, const uint8_t *m, size_t
 	struct reply *r = push(d, b, len);
 	r->stall = f == CS_STALL_IN;
 	r->oversized = f == CS_OVERSIZED;
+	if (d->delay_next_ms) {
+		r->ready_ms = mono_ms() + d->delay_next_ms;
+		d->delay_next_ms = 0;
+	}
 	return CALAIS__USB_OK;
 }
 
@@ -724,18 +744,43 @@ static bool wait_for(ccidsim_dev *d, struct calais__usb_handle *h, int ep_idx, b
 		}
 		if (ready(d))
 			return true;
-		if (timeout_ms == 0)
-			pthread_cond_wait(&cond, &lock);
-		else if (pthread_cond_timedwait(&cond, &lock, &until) != 0) {
+		/* Slices of 5 ms: delayed replies and paced storms become ready on their own. */
+		struct timespec slice;
+		clock_gettime(CLOCK_REALTIME, &slice);
+		slice.tv_nsec += 5000000L;
+		if (slice.tv_nsec >= 1000000000L) {
+			slice.tv_sec++;
+			slice.tv_nsec -= 1000000000L;
+		}
+		bool last = timeout_ms != 0 && (slice.tv_sec > until.tv_sec ||
+		                                (slice.tv_sec == until.tv_sec && slice.tv_nsec >= until.tv_nsec));
+		pthread_cond_timedwait(&cond, &lock, last ? &until : &slice);
+		if (last && !ready(d) && !h->cancel[ep_idx] && !d->gone) {
 			*st = CALAIS__USB_TIMEOUT;
 			return false;
 		}
 	}
 }
 
+/* The first reply that may go now (replies of several slots need not wait for a delayed
+ * one ahead of them), or NULL. */
+static struct reply **ready_reply(ccidsim_dev *d)
+{
+	long now = mono_ms();
+	for (struct reply **pp = &d->replies; *pp; pp = &(*pp)->next)
+		if ((*pp)->ready_ms <= now)
+			return pp;
+	return NULL;
+}
+
+static bool storm_due(ccidsim_dev *d)
+{
+	return d->storm && (!d->storm_gap_ms || mono_ms() >= d->storm_next_ms);
+}
+
 static bool have_reply(ccidsim_dev *d)
 {
-	return d->replies != NULL || d->storm;
+	return ready_reply(d) != NULL || storm_due(d);
 }
 
 static bool have_intr(ccidsim_dev *d)
@@ -764,16 +809,19 @@ static enum calais__usb_status s_transfer(struct calais__usb_handle *h, uint8_t 
 		}
 	} else if (ep == EP_IN) {
 		if (wait_for(d, h, 1, have_reply, timeout_ms, &st)) {
-			if (d->storm && !d->replies) {
+			struct reply **rp = ready_reply(d);
+			if (!rp) {
 				uint8_t te[10];
 				make(te, 0x80, d->mute_slot, d->mute_seq, 0x80, 1, 0, NULL, 0);
 				memcpy(buf, te, 10);
 				*done = 10;
+				d->storm_next_ms = mono_ms() + (long)d->storm_gap_ms;
 			} else {
-				struct reply *r = d->replies;
-				d->replies = r->next;
-				if (!d->replies)
-					d->replies_tail = &d->replies;
+				struct reply *r = *rp;
+				*rp = r->next;
+				d->replies_tail = &d->replies;
+				while (*d->replies_tail)
+					d->replies_tail = &(*d->replies_tail)->next;
 				if (r->stall)
 					st = CALAIS__USB_STALL;
 				else if (r->oversized || r->n > len)
@@ -1173,6 +1221,7 @@ ccidsim_dev *ccidsim_add(const struct ccidsim_cfg *cfg)
 	d->plugged = true;
 	d->busy = cfg->busy;
 	d->rng = 42;
+	d->fault_slot = -1;
 	build_config(d);
 	pthread_mutex_lock(&lock);
 	d->bus = 1;
@@ -1205,12 +1254,42 @@ void ccidsim_insert(ccidsim_dev *d, unsigned slot, const struct ccidsim_card *ca
 	pthread_mutex_unlock(&lock);
 }
 
-void ccidsim_eject(ccidsim_dev *d, unsigned slot)
+static void eject(ccidsim_dev *d, unsigned slot, bool answer)
 {
 	pthread_mutex_lock(&lock);
 	d->slots[slot].present = false;
 	d->slots[slot].powered = false;
+	if (answer && (d->mute_pending || d->storm) && d->mute_slot == slot) {
+		/* The reader sees the card go and fails the command it was running. */
+		uint8_t b[10];
+		push(d, b, make(b, 0x80, slot, d->mute_seq, 0x42, 0xFE, 0, NULL, 0));
+		d->mute_pending = d->storm = false;
+	}
 	intr_notify(d, slot, true);
+	pthread_mutex_unlock(&lock);
+}
+
+void ccidsim_eject(ccidsim_dev *d, unsigned slot)
+{
+	eject(d, slot, true);
+}
+
+void ccidsim_eject_silent(ccidsim_dev *d, unsigned slot)
+{
+	eject(d, slot, false);
+}
+
+void ccidsim_delay_next(ccidsim_dev *d, uint32_t ms)
+{
+	pthread_mutex_lock(&lock);
+	d->delay_next_ms = ms;
+	pthread_mutex_unlock(&lock);
+}
+
+void ccidsim_storm_gap(ccidsim_dev *d, uint32_t ms)
+{
+	pthread_mutex_lock(&lock);
+	d->storm_gap_ms = ms;
 	pthread_mutex_unlock(&lock);
 }
 
@@ -1219,6 +1298,16 @@ void ccidsim_fault(ccidsim_dev *d, enum ccidsim_fault f, unsigned count)
 	pthread_mutex_lock(&lock);
 	d->fault = f;
 	d->fault_count = count;
+	d->fault_slot = -1;
+	pthread_mutex_unlock(&lock);
+}
+
+void ccidsim_fault_slot(ccidsim_dev *d, unsigned slot, enum ccidsim_fault f, unsigned count)
+{
+	pthread_mutex_lock(&lock);
+	d->fault = f;
+	d->fault_count = count;
+	d->fault_slot = (int)slot;
 	pthread_mutex_unlock(&lock);
 }
 

@@ -28,6 +28,7 @@ struct ccidsim_cfg {
 	uint8_t iface_protocol; /* 0 CCID, 1 ICCD-A, 2 ICCD-B */
 	bool desc_on_endpoint;  /* class descriptor after the endpoints (OZ776) */
 	bool busy;              /* claiming fails as if another process held it */
+	uint8_t max_busy;       /* bMaxCCIDBusySlots (0: 1); commands of several slots run at once */
 };
 
 struct ccidsim_card {
@@ -77,9 +78,18 @@ void ccidsim_reset(void);
 ccidsim_dev *ccidsim_add(const struct ccidsim_cfg *cfg);
 void ccidsim_unplug(ccidsim_dev *d);
 void ccidsim_insert(ccidsim_dev *d, unsigned slot, const struct ccidsim_card *card);
+/* A command running on the slot fails as the card goes (ICC_MUTE, no card)... */
 void ccidsim_eject(ccidsim_dev *d, unsigned slot);
+/* ...or, here, the reader goes on saying nothing about it (only cancel ends it). */
+void ccidsim_eject_silent(ccidsim_dev *d, unsigned slot);
+/* The next command's reply is held back ms (a reader busy with a mute card). */
+void ccidsim_delay_next(ccidsim_dev *d, uint32_t ms);
+/* CS_TIME_EXT_STORM sends one time extension every ms (0: at once, the default). */
+void ccidsim_storm_gap(ccidsim_dev *d, uint32_t ms);
 /* The next `count` commands get `f` (count 0: every command from now on). */
 void ccidsim_fault(ccidsim_dev *d, enum ccidsim_fault f, unsigned count);
+/* The same for the commands of one slot only. */
+void ccidsim_fault_slot(ccidsim_dev *d, unsigned slot, enum ccidsim_fault f, unsigned count);
 void ccidsim_set_busy(ccidsim_dev *d, bool busy);
 struct ccidsim_stats ccidsim_stats(ccidsim_dev *d);
 

@@ -3,7 +3,10 @@
  * choice and the decoder get arbitrary
  * bytes, as from a broken card or a hostile backend. They must return a code, never
  * read past the buffer, and keep their invariants. */
-#include "calais-internal.h"
+#include <string.h>
+
+#include "calais/atr.h"
+#include "iso7816/iso7816.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* libFuzzer target: the PPS answer check gets arbitrary card bytes after a request built
  * from a fixed T=1 ATR. It must give a code and sane parameters, never read too far. */
-#include "calais-internal.h"
+#include "iso7816/iso7816.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -2,7 +2,9 @@
 /* libFuzzer target: the T=1 receive path. The input is a sequence of card blocks, each
  * prefixed by a length byte; the engine sends a chained command and takes whatever
  * comes back. It must end with a code, never loop for ever or read too far. */
-#include "calais-internal.h"
+#include <string.h>
+
+#include "iso7816/iso7816.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

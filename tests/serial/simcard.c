@@ -221,7 +221,7 @@ sw_only:
 
 /* ------------------------------------------------------------------- T=1 */
 
-/* The CRC as Calais' lib/t1.c computes it: polynomial 1021, initial FFFF, MSB first,
+/* The CRC as Calais' lib/iso7816/t1.c computes it: polynomial 1021, initial FFFF, MSB first,
  * sent high byte first. */
 static uint16_t crc16(const uint8_t *b, size_t n)
 {

@@ -8,7 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "calais-internal.h"
+#include "calais/atr.h"
+#include "iso7816/iso7816.h"
 
 static size_t hex(const char *s, uint8_t *out)
 {

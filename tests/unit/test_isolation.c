@@ -249,6 +249,19 @@ Test(isolation, mute_card_at_power_up_delays_no_other_reader)
 	cr_assert_geq(privs[0]->cancels, 1, "removing the reader did not cancel its power-up");
 }
 
+Test(isolation, readers_behind_stuck_ones_get_a_runner_of_their_own)
+{
+	/* Two stuck power-ups hold the runners that start at once; a third reader's card is
+	 * still shown in time (the pool grows while work waits). */
+	privs[0]->block_power = privs[1]->block_power = true;
+	calais_reader_card_event(readers[0], true);
+	calais_reader_card_event(readers[1], true);
+	t_sleep_ms(30);
+	assert_neighbour_fine(2);
+	calais_reader_remove(readers[0]);
+	calais_reader_remove(readers[1]);
+}
+
 struct xmit {
 	SCARDHANDLE h;
 	long ended;

@@ -3,7 +3,7 @@
  * in part or refused, and the timing parameters that result. */
 #include <criterion/criterion.h>
 
-#include "calais-internal.h"
+#include "iso7816/iso7816.h"
 
 static struct calais__atr atr(const uint8_t *b, size_t n)
 {

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* T=0: APDU cases 1 to 4 mapped to TPDUs, procedure bytes (ACK, byte by byte, NULL,
  * SW), GET RESPONSE chains on 61xx, re-sending on 6Cxx, ENVELOPE, and the errors of a
- * card that misbehaves, against a character-level card simulated here. */
+ * card that misbehaves, against a character-level card simulated here; and the bounds of
+ * an exchange (its deadline, cancel) against cards that stall it. */
 #include <criterion/criterion.h>
 #include <string.h>
+#include <time.h>
 
-#include "calais-internal.h"
+#include "iso7816/iso7816.h"
+#include "platform/threads.h"
 
 /* The simulated card's behaviour for the next commands. */
 struct card {
@@ -27,7 +30,33 @@ struct card {
 	uint8_t envelope[1024];
 	size_t envelope_len;
 	uint8_t seen_p3[16];
+	/* stalling cards */
+	bool null_forever;    /* every byte read is a NULL, each after recv_sleep_ms */
+	unsigned recv_sleep_ms;
+	bool sleep_timeout;   /* a silent card's read takes its whole timeout (up to 3 s) */
+	uint32_t max_timeout; /* the longest wait asked of the transport */
+	unsigned recvs;
+	unsigned cancel_after; /* cancelled() says yes from this many reads on (0: never) */
 };
+
+static void nap_ms(unsigned ms)
+{
+	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static bool c_cancelled(void *user)
+{
+	struct card *c = user;
+	return c->cancel_after && c->recvs >= c->cancel_after;
+}
 
 static void q(struct card *c, uint8_t b)
 {
@@ -140,9 +169,19 @@ static LONG c_send(void *user, const uint8_t *b, size_t n)
 static LONG c_recv(void *user, uint8_t *b, size_t n, uint32_t timeout_ms)
 {
 	struct card *c = user;
-	(void)timeout_ms;
-	if (c->out_len - c->out_pos < n)
+	c->recvs++;
+	if (timeout_ms > c->max_timeout)
+		c->max_timeout = timeout_ms;
+	if (c->null_forever) {
+		nap_ms(c->recv_sleep_ms);
+		memset(b, 0x60, n);
+		return SCARD_S_SUCCESS;
+	}
+	if (c->out_len - c->out_pos < n) {
+		if (c->sleep_timeout)
+			nap_ms(timeout_ms < 3000 ? timeout_ms : 3000);
 		return SCARD_E_TIMEOUT;
+	}
 	memcpy(b, c->out + c->out_pos, n);
 	c->out_pos += n;
 	if (c->out_pos == c->out_len)
@@ -278,4 +317,97 @@ Test(t0, misbehaving_cards)
 	len = sizeof(resp);
 	cr_assert_eq(calais__t0_transceive(&io, bad_lc, sizeof(bad_lc), resp, &len), SCARD_E_INVALID_PARAMETER);
 	cr_assert_eq(c.tpdus, 0);
+}
+
+/* ---- bounds ---------------------------------------------------------------------------- */
+
+/* A card that sends NULL bytes for ever, each within WT: max_nulls (1000 in the CCID
+ * backend) alone would let it hold the reader for 1000 x WT; the deadline ends it. */
+Test(t0, null_bytes_end_at_the_deadline, .timeout = 10)
+{
+	struct card c = { .null_forever = true, .recv_sleep_ms = 20 };
+	struct calais__t0_io io = io_for(&c);
+	io.max_nulls = 1000;
+	io.deadline_ms = calais__now_ms() + 200;
+	const uint8_t read[] = { 0x00, 0xB0, 0x00, 0x00, 0x04 };
+	uint8_t resp[300];
+	size_t len = sizeof(resp);
+	long t0 = now_ms();
+	cr_assert_eq(calais__t0_transceive(&io, read, sizeof(read), resp, &len), SCARD_E_TIMEOUT);
+	cr_assert_lt(now_ms() - t0, 1000, "ended after %ld ms", now_ms() - t0);
+	cr_assert_lt(c.recvs, 100);
+}
+
+/* A silent card with a long WT: the wait asked of the transport is what is left of the
+ * exchange, not WT. */
+Test(t0, waits_are_cut_to_the_deadline, .timeout = 10)
+{
+	struct card c = { .silent = true, .sleep_timeout = true };
+	struct calais__t0_io io = io_for(&c);
+	io.wt_ms = 60000;
+	io.deadline_ms = calais__now_ms() + 200;
+	const uint8_t read[] = { 0x00, 0xB0, 0x00, 0x00, 0x04 };
+	uint8_t resp[300];
+	size_t len = sizeof(resp);
+	long t0 = now_ms();
+	cr_assert_eq(calais__t0_transceive(&io, read, sizeof(read), resp, &len), SCARD_E_TIMEOUT);
+	cr_assert_leq(c.max_timeout, 200);
+	cr_assert_lt(now_ms() - t0, 1000, "ended after %ld ms", now_ms() - t0);
+	/* Within the deadline a silent card is still a mute card. */
+	struct card d = { .silent = true };
+	io = io_for(&d);
+	io.deadline_ms = calais__now_ms() + 60000;
+	len = sizeof(resp);
+	cr_assert_eq(calais__t0_transceive(&io, read, sizeof(read), resp, &len),
+	             SCARD_W_UNRESPONSIVE_CARD);
+}
+
+Test(t0, cancel_is_seen_between_waits, .timeout = 10)
+{
+	struct card c = { .null_forever = true, .recv_sleep_ms = 1, .cancel_after = 5 };
+	struct calais__t0_io io = io_for(&c);
+	io.max_nulls = 1000;
+	io.cancelled = c_cancelled;
+	const uint8_t read[] = { 0x00, 0xB0, 0x00, 0x00, 0x04 };
+	uint8_t resp[300];
+	size_t len = sizeof(resp);
+	cr_assert_eq(calais__t0_transceive(&io, read, sizeof(read), resp, &len), SCARD_E_CANCELLED);
+	cr_assert_eq(c.recvs, 5);
+}
+
+/* TPDU level: a card answering 61xx for ever, slowly; each TPDU's wait is cut to the
+ * deadline, and the deadline ends the GET RESPONSE chain long before its 256 rounds. */
+struct tpdu_card {
+	unsigned tpdus;
+	uint32_t max_timeout;
+};
+
+static LONG slow_61xx(void *user, const uint8_t *t, size_t n, uint8_t *resp, size_t *resp_len,
+                      uint32_t timeout_ms)
+{
+	struct tpdu_card *c = user;
+	c->tpdus++;
+	if (timeout_ms > c->max_timeout)
+		c->max_timeout = timeout_ms;
+	nap_ms(20);
+	resp[0] = 0x61;
+	resp[1] = 0x01;
+	*resp_len = 2;
+	return SCARD_S_SUCCESS;
+}
+
+Test(t0, tpdu_level_get_response_chain_ends_at_the_deadline, .timeout = 10)
+{
+	struct tpdu_card c = { 0 };
+	struct calais__t0_io io = { .user = &c, .tpdu = slow_61xx, .wt_ms = 60000,
+		                    .auto_get_response = true,
+		                    .deadline_ms = calais__now_ms() + 200 };
+	const uint8_t cmd[] = { 0x00, 0xCA, 0x00, 0x00 };
+	uint8_t resp[600];
+	size_t len = sizeof(resp);
+	long t0 = now_ms();
+	cr_assert_eq(calais__t0_transceive(&io, cmd, sizeof(cmd), resp, &len), SCARD_E_TIMEOUT);
+	cr_assert_lt(now_ms() - t0, 1000, "ended after %ld ms", now_ms() - t0);
+	cr_assert_leq(c.max_timeout, 200);
+	cr_assert_lt(c.tpdus, 50);
 }

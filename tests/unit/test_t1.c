@@ -2,13 +2,16 @@
 /* T=1 against a card simulated here that follows ISO/IEC 7816-3 clause 11, with fault
  * injection: lost blocks, bad LRC/CRC, wrong sequence numbers, WTX, card-initiated IFS
  * change and ABORT, chaining both ways around IFSC/IFSD, and resynchronisation. Each
- * case ends in the right APDU or the right PC/SC error. */
+ * case ends in the right APDU or the right PC/SC error. Then the bounds of one call: WTX
+ * and IFS storms, the deadline, cancel. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "calais-internal.h"
+#include "iso7816/iso7816.h"
+#include "platform/threads.h"
 
 enum fault { F_NONE, F_DROP, F_BAD_EDC, F_BAD_SEQ, F_WTX, F_IFS, F_ABORT, F_GARBAGE };
 
@@ -31,7 +34,34 @@ struct card {
 	unsigned xfers, resynchs, wtx_seen, aborted;
 	uint8_t deferred[300]; /* the block held back behind an S-request of ours */
 	size_t deferred_len;
+	/* stalling cards */
+	unsigned wtx_more;     /* S(WTX) requests again after each WTX response */
+	unsigned wtx_sleep_us; /* taken before each of them */
+	uint8_t wtx_mult;      /* F_WTX's multiplier (0: 3) */
+	unsigned ifs_more;     /* S(IFS) requests again after each IFS response */
+	unsigned silent_from;  /* from this transfer on (1: the first), no answer */
+	unsigned cancel_at;    /* cancelled() says yes from this many transfers on */
+	uint32_t max_timeout;
 };
+
+static void nap_us(unsigned us)
+{
+	struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000L };
+	nanosleep(&ts, NULL);
+}
+
+static long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static bool card_cancelled(void *user)
+{
+	struct card *c = user;
+	return c->cancel_at && c->xfers >= c->cancel_at;
+}
 
 static void frame(struct card *c, uint8_t pcb, const uint8_t *inf, size_t len, uint8_t *out,
                   size_t *out_len)
@@ -80,6 +110,12 @@ static LONG card_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, siz
 	if (c->xfers < 64)
 		c->timeouts[c->xfers] = timeout_ms;
 	c->xfers++;
+	if (timeout_ms > c->max_timeout)
+		c->max_timeout = timeout_ms;
+	if (c->silent_from && c->xfers >= c->silent_from) {
+		nap_us((timeout_ms < 3000 ? timeout_ms : 3000) * 1000u);
+		return SCARD_E_TIMEOUT;
+	}
 
 	uint8_t edc[2];
 	size_t el = c->crc ? 2 : 1;
@@ -94,6 +130,20 @@ static LONG card_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, siz
 			/* the host answered our S-request */
 			if (type == 0x03)
 				c->wtx_seen++;
+			if ((type == 0x03 && c->wtx_more) || (type == 0x01 && c->ifs_more)) {
+				/* asks again, the answer still held back */
+				uint8_t v = type == 0x03 ? 1 : 16;
+				if (type == 0x03) {
+					c->wtx_more--;
+					nap_us(c->wtx_sleep_us);
+				} else {
+					c->ifs_more--;
+				}
+				frame(c, (uint8_t)(0xC0 | type), &v, 1, out, &out_len);
+				memcpy(rx, out, out_len);
+				*rx_len = out_len;
+				return SCARD_S_SUCCESS;
+			}
 			if (type == 0x02) {
 				c->aborted++;
 				c->cmd_len = 0;
@@ -166,7 +216,7 @@ static LONG card_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, siz
 	case F_IFS: {
 		memcpy(c->deferred, out, out_len);
 		c->deferred_len = out_len;
-		uint8_t v = f == F_WTX ? 3 : 16;
+		uint8_t v = f == F_WTX ? (c->wtx_mult ? c->wtx_mult : 3) : 16;
 		frame(c, f == F_WTX ? 0xC3 : 0xC1, &v, 1, out, &out_len);
 		break;
 	}
@@ -436,4 +486,130 @@ Test(t1, byte_link_with_cwt)
 	cr_assert_arr_eq(resp, cmd, sizeof(cmd));
 	cr_assert_eq(l.last_timeout, 7, "characters are waited for CWT");
 	free(l.card);
+}
+
+/* ---- bounds of one call ---------------------------------------------------------------- */
+
+/* A card that asks for WTX again as soon as it is granted: ends quickly, not by the
+ * exchange limit (without the cap it never ended). */
+Test(t1, wtx_storm_ends_quickly, .timeout = 10)
+{
+	struct card *c = card_new();
+	c->faults[0] = F_WTX;
+	c->wtx_more = 1000000;
+	struct calais__t1 t;
+	t1_for(&t, c, 32);
+	t.bwt_ms = 1000; /* "at once": within 100 ms */
+	t.name = "test reader";
+	static uint8_t cmd[5], resp[32];
+	size_t len = sizeof(resp);
+	long t0 = now_ms();
+	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_F_COMM_ERROR);
+	cr_assert_lt(now_ms() - t0, 500, "ended after %ld ms", now_ms() - t0);
+	cr_assert_eq(c->wtx_seen, CALAIS__T1_MAX_WTX_QUICK);
+	free(c);
+}
+
+/* A slow card (a key generation) asking for WTX once per BWT, for many BWTs, is served. */
+Test(t1, slow_card_asking_wtx_every_bwt_is_served, .timeout = 20)
+{
+	struct card *c = card_new();
+	c->faults[0] = F_WTX;
+	c->wtx_more = 100;
+	c->wtx_sleep_us = 6000; /* BWT is 10 ms: past a tenth of it */
+	struct calais__t1 t;
+	t1_for(&t, c, 32);
+	t.bwt_ms = 10;
+	static uint8_t cmd[5], resp[32];
+	size_t len = sizeof(resp);
+	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_S_SUCCESS);
+	cr_assert_eq(c->wtx_seen, 101);
+	cr_assert_eq(len, sizeof(cmd) + 2);
+	free(c);
+}
+
+/* WTX requests that each come late enough still have a total cap. */
+Test(t1, wtx_requests_have_a_total_cap, .timeout = 30)
+{
+	struct card *c = card_new();
+	c->faults[0] = F_WTX;
+	c->wtx_more = 1000000;
+	c->wtx_sleep_us = 200; /* BWT is 1 ms: never "at once" */
+	struct calais__t1 t;
+	t1_for(&t, c, 32);
+	t.bwt_ms = 1;
+	static uint8_t cmd[5], resp[32];
+	size_t len = sizeof(resp);
+	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_F_COMM_ERROR);
+	cr_assert_eq(c->wtx_seen, CALAIS__T1_MAX_WTX);
+	free(c);
+}
+
+Test(t1, ifs_storm_ends, .timeout = 10)
+{
+	struct card *c = card_new();
+	c->faults[0] = F_IFS;
+	c->ifs_more = 1000000;
+	struct calais__t1 t;
+	t1_for(&t, c, 32);
+	static uint8_t cmd[100], resp[200];
+	size_t len = sizeof(resp);
+	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_F_COMM_ERROR);
+	cr_assert_eq(c->xfers, 1 + CALAIS__T1_MAX_IFS);
+	free(c);
+}
+
+/* A silent card with a long BWT: retries and RESYNCH would take 7 x BWT; every wait is
+ * cut to the deadline, and the call ends there with SCARD_E_TIMEOUT. */
+Test(t1, a_silent_card_ends_at_the_deadline, .timeout = 10)
+{
+	struct card *c = card_new();
+	c->silent_from = 1;
+	struct calais__t1 t;
+	t1_for(&t, c, 32);
+	t.bwt_ms = 10000;
+	t.deadline_ms = calais__now_ms() + 200;
+	static uint8_t cmd[5], resp[32];
+	size_t len = sizeof(resp);
+	long t0 = now_ms();
+	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_E_TIMEOUT);
+	cr_assert_lt(now_ms() - t0, 1000, "ended after %ld ms", now_ms() - t0);
+	cr_assert_leq(c->max_timeout, 200);
+	free(c);
+}
+
+/* S(WTX 255) on a long BWT asks for 255 x BWT; the wait is what is left of the call. */
+Test(t1, a_large_wtx_is_cut_to_the_deadline, .timeout = 10)
+{
+	struct card *c = card_new();
+	c->faults[0] = F_WTX;
+	c->wtx_mult = 255;
+	c->silent_from = 2; /* nothing after the WTX response */
+	struct calais__t1 t;
+	t1_for(&t, c, 32);
+	t.bwt_ms = 1000;
+	t.deadline_ms = calais__now_ms() + 300;
+	static uint8_t cmd[5], resp[32];
+	size_t len = sizeof(resp);
+	long t0 = now_ms();
+	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_E_TIMEOUT);
+	cr_assert_lt(now_ms() - t0, 1000, "ended after %ld ms", now_ms() - t0);
+	cr_assert_leq(c->max_timeout, 300);
+	free(c);
+}
+
+Test(t1, cancel_is_seen_between_blocks, .timeout = 10)
+{
+	struct card *c = card_new();
+	c->silent_from = 1;
+	c->cancel_at = 2;
+	struct calais__t1 t;
+	t1_for(&t, c, 32);
+	t.bwt_ms = 50;
+	t.cancelled = card_cancelled;
+	static uint8_t cmd[5], resp[32];
+	size_t len = sizeof(resp);
+	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_E_CANCELLED);
+	cr_assert_eq(c->xfers, 2);
+	free(c);
 }

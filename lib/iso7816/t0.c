@@ -2,11 +2,42 @@
 /* T=0 (ISO/IEC 7816-3:2006 clause 10 and 12.2): short APDUs mapped to TPDUs (cases 1 to
  * 4), GET RESPONSE on 61xx and re-sending with the right Le on 6Cxx, extended APDUs
  * through ENVELOPE, and the character-level exchange with procedure bytes. No I/O of its
- * own: the transport supplies it through struct calais__t0_io. */
+ * own: the transport supplies it through struct calais__t0_io, with the exchange's
+ * deadline and cancel flag, which bound every wait. */
 #include "calais-internal.h"
 
 #define INS_GET_RESPONSE 0xC0
 #define INS_ENVELOPE 0xC2
+
+/* WT cut to what is left of the exchange: SCARD_E_CANCELLED once the caller cancels,
+ * SCARD_E_TIMEOUT once the deadline has passed (never 0 ms, "no timeout" to some
+ * transports). */
+static LONG bound(const struct calais__t0_io *io, uint32_t *timeout)
+{
+	*timeout = io->wt_ms;
+	if (io->cancelled && io->cancelled(io->user))
+		return SCARD_E_CANCELLED;
+	if (!io->deadline_ms)
+		return SCARD_S_SUCCESS;
+	uint64_t now = calais__now_ms();
+	if (now >= io->deadline_ms)
+		return SCARD_E_TIMEOUT;
+	if (io->deadline_ms - now < *timeout)
+		*timeout = (uint32_t)(io->deadline_ms - now);
+	if (*timeout == 0)
+		*timeout = 1;
+	return SCARD_S_SUCCESS;
+}
+
+/* A wait that timed out: the card is mute (past WT), unless the exchange's own time ran
+ * out first, which the caller reports as such. */
+static LONG timed_out(const struct calais__t0_io *io, LONG rv)
+{
+	if (rv != SCARD_E_TIMEOUT)
+		return rv;
+	return io->deadline_ms && calais__now_ms() >= io->deadline_ms ? SCARD_E_TIMEOUT
+	                                                              : SCARD_W_UNRESPONSIVE_CARD;
+}
 
 /* ---- character level ----------------------------------------------------------------- */
 
@@ -33,21 +64,26 @@ static LONG char_tpdu(const struct calais__t0_io *io, const uint8_t *tpdu, size_
 		return rv;
 	for (unsigned nulls = 0;;) {
 		uint8_t pb;
-		rv = io->recv(io->user, &pb, 1, io->wt_ms);
+		uint32_t wt;
+		if ((rv = bound(io, &wt)) != SCARD_S_SUCCESS)
+			return rv;
+		rv = io->recv(io->user, &pb, 1, wt);
 		if (rv != SCARD_S_SUCCESS)
-			return rv == SCARD_E_TIMEOUT ? SCARD_W_UNRESPONSIVE_CARD : rv;
+			return timed_out(io, rv);
 		if (pb == 0x60) {
-			/* NULL: the card asks for more time; bounded so a card stuck in NULLs
-			 * cannot hold the reader for ever. */
+			/* NULL: the card asks for more time (each restarts WT); bounded in a row,
+			 * and their total wait by the exchange's deadline. */
 			if (++nulls > io->max_nulls)
 				return SCARD_W_UNRESPONSIVE_CARD;
 			continue;
 		}
 		if ((pb & 0xF0) == 0x60 || (pb & 0xF0) == 0x90) {
 			uint8_t sw2;
-			rv = io->recv(io->user, &sw2, 1, io->wt_ms);
+			if ((rv = bound(io, &wt)) != SCARD_S_SUCCESS)
+				return rv;
+			rv = io->recv(io->user, &sw2, 1, wt);
 			if (rv != SCARD_S_SUCCESS)
-				return rv == SCARD_E_TIMEOUT ? SCARD_W_UNRESPONSIVE_CARD : rv;
+				return timed_out(io, rv);
 			if (got + 2 > cap)
 				return SCARD_E_INSUFFICIENT_BUFFER;
 			resp[got] = pb;
@@ -64,14 +100,16 @@ static LONG char_tpdu(const struct calais__t0_io *io, const uint8_t *tpdu, size_
 			return SCARD_F_COMM_ERROR; /* not a procedure byte */
 		if (chunk == 0)
 			return SCARD_F_COMM_ERROR; /* transfer asked for beyond P3, or in case 1 */
+		if ((rv = bound(io, &wt)) != SCARD_S_SUCCESS)
+			return rv;
 		if (sending) {
 			rv = io->send(io->user, tpdu + 5 + done, chunk);
 		} else {
-			rv = io->recv(io->user, resp + got, chunk, io->wt_ms);
+			rv = io->recv(io->user, resp + got, chunk, wt);
 			got += rv == SCARD_S_SUCCESS ? chunk : 0;
 		}
 		if (rv != SCARD_S_SUCCESS)
-			return rv == SCARD_E_TIMEOUT ? SCARD_W_UNRESPONSIVE_CARD : rv;
+			return timed_out(io, rv);
 		done += chunk;
 		nulls = 0;
 	}
@@ -82,8 +120,11 @@ static LONG char_tpdu(const struct calais__t0_io *io, const uint8_t *tpdu, size_
 static LONG tpdu(const struct calais__t0_io *io, const uint8_t *t, size_t n, size_t in_len,
                  uint8_t *resp, size_t *resp_len)
 {
-	return io->tpdu ? io->tpdu(io->user, t, n, resp, resp_len, io->wt_ms)
-	                : char_tpdu(io, t, n, in_len, resp, resp_len);
+	if (!io->tpdu)
+		return char_tpdu(io, t, n, in_len, resp, resp_len);
+	uint32_t wt;
+	LONG rv = bound(io, &wt);
+	return rv != SCARD_S_SUCCESS ? rv : io->tpdu(io->user, t, n, resp, resp_len, wt);
 }
 
 /* Sends one short TPDU and follows 6Cxx and 61xx as 12.2 describes, appending response

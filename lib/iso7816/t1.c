@@ -2,7 +2,9 @@
 /* T=1 (ISO/IEC 7816-3:2006 clause 11): I-, R- and S-blocks, NAD, chaining both ways,
  * IFS/WTX/RESYNCH/ABORT, LRC and CRC, sequence numbers, and the error handling rules
  * (retransmission, then resynchronisation, then a clear failure). No I/O of its own: the
- * transport exchanges whole blocks through struct calais__t1. */
+ * transport exchanges whole blocks through struct calais__t1. Every call is bounded: its
+ * waits by the caller's deadline and cancel flag, the card's S-requests by the caps in
+ * iso7816.h. */
 #include "calais-internal.h"
 
 #define PCB_R 0x80
@@ -54,6 +56,47 @@ void calais__t1_init(struct calais__t1 *t, const struct calais__atr *a)
 	t->crc = a && a->edc_crc;
 }
 
+static const char *who(const struct calais__t1 *t)
+{
+	return t->name ? t->name : "card";
+}
+
+/* A public call starts: its counts and its deadline flag are its own. */
+static void call_start(struct calais__t1 *t)
+{
+	t->n_wtx = t->n_wtx_quick = t->n_ifs = 0;
+	t->expired = false;
+}
+
+/* Cuts a wait to what is left of the call: SCARD_E_CANCELLED once the caller cancels,
+ * SCARD_E_TIMEOUT (t->expired) once the deadline has passed. Never 0 ms, which some
+ * transports read as "no timeout". */
+static LONG bound(struct calais__t1 *t, uint32_t *timeout)
+{
+	if (t->cancelled && t->cancelled(t->user))
+		return SCARD_E_CANCELLED;
+	if (!t->deadline_ms)
+		return SCARD_S_SUCCESS;
+	uint64_t now = calais__now_ms();
+	if (now >= t->deadline_ms) {
+		t->expired = true;
+		return SCARD_E_TIMEOUT;
+	}
+	if (t->deadline_ms - now < *timeout)
+		*timeout = (uint32_t)(t->deadline_ms - now);
+	if (*timeout == 0)
+		*timeout = 1;
+	return SCARD_S_SUCCESS;
+}
+
+/* Ends the call at once: the transport's failure, a cancel, or the deadline. Missing or
+ * bad blocks (SCARD_E_TIMEOUT, SCARD_F_COMM_ERROR within the deadline) are retried. */
+static bool fatal(const struct calais__t1 *t, LONG rv)
+{
+	return t->expired ||
+	       (rv != SCARD_S_SUCCESS && rv != SCARD_F_COMM_ERROR && rv != SCARD_E_TIMEOUT);
+}
+
 /* Builds and sends one block; receives the answer into rx and checks its framing.
  * Returns SCARD_S_SUCCESS, SCARD_F_COMM_ERROR (bad block: EDC, length, NAD),
  * SCARD_E_TIMEOUT, or a transport error. */
@@ -83,15 +126,19 @@ static LONG byte_xfer(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32_
 	if (*rx_len < 3)
 		return SCARD_E_INSUFFICIENT_BUFFER;
 	rv = t->recv(t->user, rx, 1, timeout);
-	if (rv == SCARD_S_SUCCESS)
-		rv = t->recv(t->user, rx + 1, 2, t->cwt_ms ? t->cwt_ms : timeout);
+	uint32_t cwt = t->cwt_ms ? t->cwt_ms : timeout;
+	if (rv == SCARD_S_SUCCESS && (rv = bound(t, &cwt)) == SCARD_S_SUCCESS)
+		rv = t->recv(t->user, rx + 1, 2, cwt);
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
 	size_t rest = (size_t)rx[2] + (t->crc ? 2 : 1);
 	if (rx[2] == 0xFF || 3 + rest > *rx_len)
 		return SCARD_F_COMM_ERROR; /* a length no block can have */
 	for (size_t i = 0; i < rest; i++) {
-		rv = t->recv(t->user, rx + 3 + i, 1, t->cwt_ms ? t->cwt_ms : timeout);
+		cwt = t->cwt_ms ? t->cwt_ms : timeout;
+		if ((rv = bound(t, &cwt)) != SCARD_S_SUCCESS)
+			return rv;
+		rv = t->recv(t->user, rx + 3 + i, 1, cwt);
 		if (rv != SCARD_S_SUCCESS)
 			return rv == SCARD_E_TIMEOUT ? SCARD_F_COMM_ERROR : rv; /* CWT exceeded */
 	}
@@ -102,9 +149,17 @@ static LONG byte_xfer(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32_
 LONG calais__t1_resend(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32_t wtx)
 {
 	size_t cap = *rx_len;
-	uint32_t timeout = t->bwt_ms * (wtx ? wtx : 1);
-	LONG rv = t->xfer ? t->xfer(t->user, t->last, t->last_len, rx, rx_len, timeout)
-	                  : byte_xfer(t, rx, rx_len, timeout);
+	/* BWT times the WTX multiplier (up to 255 x BWI 15's 16 min), cut to the deadline. */
+	uint64_t w = (uint64_t)t->bwt_ms * (wtx ? wtx : 1);
+	uint32_t timeout = w > UINT32_MAX ? UINT32_MAX : (uint32_t)w;
+	LONG rv = bound(t, &timeout);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
+	t->sent_us = calais__now_us();
+	rv = t->xfer ? t->xfer(t->user, t->last, t->last_len, rx, rx_len, timeout)
+	             : byte_xfer(t, rx, rx_len, timeout);
+	if (rv == SCARD_E_TIMEOUT && t->deadline_ms && calais__now_ms() >= t->deadline_ms)
+		t->expired = true;
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
 	size_t edc = t->crc ? 2 : 1;
@@ -132,26 +187,45 @@ static LONG resynch(struct calais__t1 *t)
 			calais__warn("T=1: resynchronised after transmission errors");
 			return SCARD_F_COMM_ERROR;
 		}
-		if (rv != SCARD_S_SUCCESS && rv != SCARD_F_COMM_ERROR && rv != SCARD_E_TIMEOUT)
+		if (fatal(t, rv))
 			return rv;
 	}
 	calais__warn("T=1: no answer to RESYNCH: card unresponsive");
 	return SCARD_W_UNRESPONSIVE_CARD;
 }
 
-/* Answers an S-request from the card; SCARD_E_CANCELLED for ABORT. */
+/* Answers an S-request from the card, counted against the caps (iso7816.h). *stop: the
+ * call ends with the code returned (SCARD_F_COMM_ERROR: the card aborted the chain, or a
+ * storm of requests). */
 static LONG s_request(struct calais__t1 *t, const uint8_t *rx, uint8_t *next, size_t *next_len,
-                      uint32_t *wtx)
+                      uint32_t *wtx, bool *stop)
 {
 	uint8_t type = rx[1] & 0x1F, inf = rx[2] ? rx[3] : 0;
+	*stop = false;
 	switch (type) {
-	case S_WTX:
-		/* The card needs more time: the next wait is BWT times this multiplier. */
+	case S_WTX: {
+		/* The card needs more time: the next wait is BWT times this multiplier. Asked
+		 * again within a tenth of BWT of our block, the last grant went unused. */
+		bool quick = calais__now_us() - t->sent_us < (uint64_t)t->bwt_ms * 100u;
+		t->n_wtx_quick = quick ? t->n_wtx_quick + 1 : 0;
+		if (t->n_wtx_quick > CALAIS__T1_MAX_WTX_QUICK || ++t->n_wtx > CALAIS__T1_MAX_WTX) {
+			calais__warn("T=1 (%s): WTX storm: %u requests, %u of them at once in a row; "
+			             "exchange abandoned", who(t), t->n_wtx, t->n_wtx_quick);
+			*stop = true;
+			return SCARD_F_COMM_ERROR;
+		}
 		*wtx = inf ? inf : 1;
 		break;
+	}
 	case S_IFS:
 		if (inf == 0 || inf == 0xFF)
 			return SCARD_F_COMM_ERROR;
+		if (++t->n_ifs > CALAIS__T1_MAX_IFS) {
+			calais__warn("T=1 (%s): IFS storm: more than %u S(IFS) requests in one "
+			             "exchange; exchange abandoned", who(t), CALAIS__T1_MAX_IFS);
+			*stop = true;
+			return SCARD_F_COMM_ERROR;
+		}
 		t->ifsc = inf;
 		break;
 	case S_ABORT:
@@ -163,21 +237,25 @@ static LONG s_request(struct calais__t1 *t, const uint8_t *rx, uint8_t *next, si
 	LONG rv = xfer(t, (uint8_t)(PCB_S | S_RESPONSE | type), rx + 3, rx[2], next, &rl, *wtx);
 	*next_len = rl;
 	/* After an ABORT the chain is gone whatever the card says next (or if it says
-	 * nothing); a transport failure still wins. */
-	if (type == S_ABORT && (rv == SCARD_S_SUCCESS || rv == SCARD_E_TIMEOUT || rv == SCARD_F_COMM_ERROR))
-		return SCARD_E_CANCELLED;
+	 * nothing); a transport failure, a cancel or the deadline still win. */
+	if (type == S_ABORT && !fatal(t, rv)) {
+		calais__warn("T=1 (%s): the card aborted the chain", who(t));
+		*stop = true;
+		return SCARD_F_COMM_ERROR;
+	}
 	return rv;
 }
 
 LONG calais__t1_abort(struct calais__t1 *t)
 {
 	uint8_t rx[3 + 254 + 2];
+	call_start(t);
 	for (int i = 0; i < MAX_RETRIES; i++) {
 		size_t rl = sizeof(rx);
 		LONG rv = xfer(t, PCB_S | S_ABORT, NULL, 0, rx, &rl, 0);
 		if (rv == SCARD_S_SUCCESS && rx[1] == (PCB_S | S_RESPONSE | S_ABORT))
 			return SCARD_S_SUCCESS;
-		if (rv != SCARD_S_SUCCESS && rv != SCARD_F_COMM_ERROR && rv != SCARD_E_TIMEOUT)
+		if (fatal(t, rv))
 			return rv;
 	}
 	return resynch(t);
@@ -186,6 +264,7 @@ LONG calais__t1_abort(struct calais__t1 *t)
 LONG calais__t1_set_ifsd(struct calais__t1 *t, uint8_t ifsd)
 {
 	uint8_t rx[3 + 254 + 2];
+	call_start(t);
 	for (int i = 0; i < MAX_RETRIES; i++) {
 		size_t rl = sizeof(rx);
 		LONG rv = xfer(t, PCB_S | S_IFS, &ifsd, 1, rx, &rl, 0);
@@ -194,7 +273,7 @@ LONG calais__t1_set_ifsd(struct calais__t1 *t, uint8_t ifsd)
 			t->ifsd = ifsd;
 			return SCARD_S_SUCCESS;
 		}
-		if (rv != SCARD_S_SUCCESS && rv != SCARD_F_COMM_ERROR && rv != SCARD_E_TIMEOUT)
+		if (fatal(t, rv))
 			return rv;
 	}
 	return resynch(t);
@@ -211,6 +290,7 @@ LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, 
 	*resp_len = 0;
 	if (!n)
 		return SCARD_E_INVALID_PARAMETER;
+	call_start(t);
 
 	/* The first I-block. */
 	size_t chunk = n > t->ifsc ? t->ifsc : n;
@@ -218,7 +298,7 @@ LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, 
 	size_t rl = sizeof(rx);
 	LONG rv = xfer(t, (uint8_t)(t->ns << 6 | (more ? 0x20 : 0)), apdu, chunk, rx, &rl, wtx);
 	for (;;) {
-		if (rv != SCARD_S_SUCCESS && rv != SCARD_F_COMM_ERROR && rv != SCARD_E_TIMEOUT)
+		if (fatal(t, rv))
 			return rv;
 		wtx = 0;
 		if (rv != SCARD_S_SUCCESS) {
@@ -237,11 +317,10 @@ LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, 
 				continue;
 			}
 			rl = sizeof(rx);
-			rv = s_request(t, rx, rx, &rl, &wtx);
-			if (rv == SCARD_E_CANCELLED) {
-				calais__warn("T=1: the card aborted the chain");
-				return SCARD_F_COMM_ERROR;
-			}
+			bool stop;
+			rv = s_request(t, rx, rx, &rl, &wtx, &stop);
+			if (stop)
+				return rv;
 			continue;
 		}
 		if (is_r(pcb)) {
