@@ -236,22 +236,18 @@ static LONG sim_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_
 	/* A cancel() meant for the previous call must not end this one. */
 	p->cancel = false;
 	p->powered = false;
-	for (;;) {
-		if (!p->has_card) {
-			calais__mutex_unlock(&sp->lock);
-			return SCARD_E_NO_SMARTCARD;
-		}
-		if (!p->card.atr_delay_ms)
-			break;
-		LONG rv = wait_card(sp, p, p->card_gen, calais__now_ms() + p->card.atr_delay_ms);
-		if (rv == SCARD_E_TIMEOUT)
-			break;
-		/* Swapped while waiting for the ATR: power the card that is in the slot now,
-		 * as a reader does (the core was told of the new card and expects its ATR). */
-		if (rv == SCARD_W_REMOVED_CARD && p->has_card)
-			continue;
+	if (!p->has_card) {
 		calais__mutex_unlock(&sp->lock);
-		return rv;
+		return SCARD_E_NO_SMARTCARD;
+	}
+	if (p->card.atr_delay_ms) {
+		/* Pulled while its ATR is awaited: this power-up fails, as a reader's does; a
+		 * card inserted meanwhile gets a power-up of its own from the core. */
+		LONG rv = wait_card(sp, p, p->card_gen, calais__now_ms() + p->card.atr_delay_ms);
+		if (rv != SCARD_E_TIMEOUT) {
+			calais__mutex_unlock(&sp->lock);
+			return rv;
+		}
 	}
 	if (p->card.mute) {
 		calais__mutex_unlock(&sp->lock);
