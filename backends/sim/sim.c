@@ -324,7 +324,7 @@ static LONG sim_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx,
 	if (p->card.latency_us) {
 		/* Latency is waited on the condition variable, so a removal or a cancel
 		 * ends it at once, as a real reader reports a card pulled mid-exchange. */
-		uint64_t until = calais__now_ms() + (p->card.latency_us + 999u) / 1000u;
+		uint64_t until = calais__now_ms() + ((uint64_t)p->card.latency_us + 999u) / 1000u;
 		bool limited = limit && limit < until;
 		LONG rv = wait_card(sp, p, gen, limited ? limit : until);
 		if (rv != SCARD_E_TIMEOUT || limited) {
