@@ -22,7 +22,6 @@
 #define ATR_BYTE_MS 1200      /* between ATR bytes: the initial waiting time, 9600 etu */
 #define CHAR_FLOOR_MS 200     /* least wait for a character: USB-serial adapters buffer */
 #define ECHO_MS 200           /* the echo of a byte is immediate; this is adapter latency */
-#define SLICE_MS 100          /* cancel() is seen this often during a wait */
 
 /* CCID bError values this reader reports (CCID 1.1 table 6.2-2). */
 #define ERR_CMD_NOT_SUPPORTED 0x00
@@ -117,6 +116,8 @@ LONG calais__phoenix_config(struct calais__sreader *s, bool smartmouse, const ch
 
 /* ---- the line ------------------------------------------------------------------------- */
 
+static void detect(struct calais__sreader *s, bool *present, bool *known);
+
 static uint8_t conv(const struct calais__phoenix *p, uint8_t b)
 {
 	return p->inverse ? calais__atr_inverse_byte(b) : b;
@@ -128,7 +129,7 @@ static LONG line_set(struct calais__sreader *s)
 	/* The UART runs the standard rates only; the rate list offered to PPS says so. */
 	if (calais__serial_configure(s->fd, p->bps, p->inverse ? CALAIS__PARITY_ODD
 	                                                        : CALAIS__PARITY_EVEN,
-	                             2, true) != CALAIS__SERIAL_OK) {
+	                             2, true) != SCARD_S_SUCCESS) {
 		ser_log(CALAIS_LOG_WARNING, "%s: cannot set the line to %u bps", s->path, p->bps);
 		return SCARD_F_COMM_ERROR;
 	}
@@ -136,26 +137,31 @@ static LONG line_set(struct calais__sreader *s)
 	return SCARD_S_SUCCESS;
 }
 
-/* One byte off the wire within timeout_ms, in slices so cancel() is seen. */
+/* One byte off the wire within timeout_ms (and the exchange's deadline), cancellable. */
 static LONG rx_raw(struct calais__sreader *s, uint8_t *b, uint32_t timeout_ms)
 {
-	uint64_t deadline = calais__now_ms() + timeout_ms;
-	for (;;) {
-		if (s->port.cancel)
-			return SCARD_E_CANCELLED;
-		uint64_t now = calais__now_ms();
-		uint32_t left = now >= deadline ? 0 : (uint32_t)(deadline - now);
-		enum calais__serial_status st =
-			calais__serial_read(s->fd, b, 1, left < SLICE_MS ? left : SLICE_MS);
-		if (st == CALAIS__SERIAL_OK)
-			return SCARD_S_SUCCESS;
-		if (st != CALAIS__SERIAL_TIMEOUT) {
-			calais__serial_lost(s, "read");
-			return SCARD_E_READER_UNAVAILABLE;
-		}
-		if (left == 0)
-			return SCARD_E_TIMEOUT;
+	LONG rv = calais__serial_recv(s, b, 1, timeout_ms);
+	switch (rv) {
+	case SCARD_S_SUCCESS:
+	case SCARD_E_TIMEOUT:
+	case SCARD_E_CANCELLED:
+	case SCARD_W_REMOVED_CARD:
+		return rv;
+	default:
+		calais__serial_lost(s, "read");
+		return SCARD_E_READER_UNAVAILABLE;
 	}
+}
+
+LONG calais__phoenix_watch(struct calais__sreader *s)
+{
+	bool present, known;
+	detect(s, &present, &known);
+	if (!known || present)
+		return SCARD_S_SUCCESS;
+	ser_log(CALAIS_LOG_INFO, "%s: the card was pulled during an exchange", s->path);
+	s->ph.powered = false;
+	return SCARD_W_REMOVED_CARD;
 }
 
 /* One character as the wire carries it; *bad when the UART marked a parity or framing
@@ -193,6 +199,11 @@ static LONG tx(struct calais__sreader *s, const uint8_t *b, size_t n, uint8_t *e
 	uint64_t now = calais__now_us();
 	if (now < p->last_rx_us + gap)
 		calais__sleep_us((uint32_t)(p->last_rx_us + gap - now));
+	if (s->resync) {
+		/* The rest of an answer given up on must not pass for our echo. */
+		calais__serial_flush(s->fd);
+		s->resync = false;
+	}
 	/* TC1 (N < 255): N more etu between our characters, so one at a time. */
 	uint8_t w[300];
 	if (n > sizeof(w))
@@ -204,15 +215,19 @@ static LONG tx(struct calais__sreader *s, const uint8_t *b, size_t n, uint8_t *e
 			w[i] = conv(p, b[off + i]);
 		if (off && step == 1)
 			calais__sleep_us(p->guard_n * p->etu_us);
-		if (calais__serial_write(s->fd, w, k, ECHO_MS) != CALAIS__SERIAL_OK) {
+		LONG rv = calais__serial_send(s, w, k, ECHO_MS);
+		if (rv == SCARD_E_CANCELLED || rv == SCARD_W_REMOVED_CARD ||
+		    (rv == SCARD_E_TIMEOUT && calais__serial_late(s)))
+			return rv;
+		if (rv != SCARD_S_SUCCESS) {
 			calais__serial_lost(s, "write");
 			return SCARD_E_READER_UNAVAILABLE;
 		}
 		for (size_t i = 0; i < k; i++) {
 			uint8_t e;
 			bool bad;
-			LONG rv = rx_char(s, &e, &bad, ECHO_MS + (uint32_t)(k * 12 * p->etu_us / 1000));
-			if (rv == SCARD_E_TIMEOUT) {
+			rv = rx_char(s, &e, &bad, ECHO_MS + (uint32_t)(k * 12 * p->etu_us / 1000));
+			if (rv == SCARD_E_TIMEOUT && !calais__serial_late(s)) {
 				/* The wiring echoes every byte, card or not: silence means the port
 				 * is not (or no longer) a Phoenix reader. */
 				ser_log(CALAIS_LOG_WARNING, "%s: no echo of the bytes sent; the reader "
@@ -339,8 +354,7 @@ static void detect(struct calais__sreader *s, bool *present, bool *known)
 			return;
 	} else {
 		unsigned lines = 0;
-		enum calais__serial_status st = calais__serial_modem(s->fd, &lines);
-		if (st != CALAIS__SERIAL_OK) {
+		if (calais__serial_modem(s->fd, &lines) != SCARD_S_SUCCESS) {
 			ser_log(CALAIS_LOG_WARNING, "%s: the modem status lines cannot be read; "
 			        "card presence by reset instead", s->path);
 			p->detect = CALAIS__DETECT_NONE;
@@ -448,8 +462,19 @@ static uint32_t char_timeout(const struct calais__phoenix *p, bool first, uint8_
 	return t + CHAR_FLOOR_MS;
 }
 
-static void xfr_block(struct calais__sreader *s, const uint8_t *cmd, const uint8_t *data,
-                      size_t n)
+/* The exchange's end by its deadline, a cancel or the card pulled: the command ends
+ * with that code, and whatever the card still sends is dropped before the next one. */
+static bool cut_short(struct calais__sreader *s, LONG rv, size_t got)
+{
+	bool late = rv == SCARD_E_TIMEOUT && !got && calais__serial_late(s);
+	if (!late && rv != SCARD_W_REMOVED_CARD && rv != SCARD_E_CANCELLED)
+		return false;
+	s->ph.fatal = rv;
+	s->resync = true;
+	return true;
+}
+
+static void xfr_run(struct calais__sreader *s, const uint8_t *cmd, const uint8_t *data, size_t n)
 {
 	struct calais__phoenix *p = &s->ph;
 	if (!p->powered) {
@@ -459,9 +484,10 @@ static void xfr_block(struct calais__sreader *s, const uint8_t *cmd, const uint8
 	size_t want = (size_t)cmd[8] | (size_t)cmd[9] << 8;
 	uint8_t err = 0;
 	LONG rv = n ? tx(s, data, n, &err) : SCARD_S_SUCCESS;
+	if (cut_short(s, rv, 0))
+		return;
 	if (rv != SCARD_S_SUCCESS) {
-		fail(s, cmd, CALAIS__RDR_DATA_BLOCK, icc(s),
-		     rv == SCARD_E_CANCELLED ? ERR_CMD_ABORTED : err);
+		fail(s, cmd, CALAIS__RDR_DATA_BLOCK, icc(s), err);
 		return;
 	}
 	uint8_t in[CALAIS__CCID_HEADER + 271];
@@ -472,6 +498,8 @@ static void xfr_block(struct calais__sreader *s, const uint8_t *cmd, const uint8
 		uint8_t c;
 		bool bad;
 		rv = rx_char(s, &c, &bad, char_timeout(p, got == 0, cmd[7]));
+		if (cut_short(s, rv, got))
+			return;
 		if (rv == SCARD_E_TIMEOUT) {
 			if (got)
 				break; /* fewer bytes than asked: the caller sees how many */
@@ -482,8 +510,7 @@ static void xfr_block(struct calais__sreader *s, const uint8_t *cmd, const uint8
 			return;
 		}
 		if (rv != SCARD_S_SUCCESS) {
-			fail(s, cmd, CALAIS__RDR_DATA_BLOCK, icc(s),
-			     rv == SCARD_E_CANCELLED ? ERR_CMD_ABORTED : ERR_HW);
+			fail(s, cmd, CALAIS__RDR_DATA_BLOCK, icc(s), ERR_HW);
 			return;
 		}
 		if (bad) {
@@ -494,6 +521,15 @@ static void xfr_block(struct calais__sreader *s, const uint8_t *cmd, const uint8
 		in[got++] = conv(p, c);
 	}
 	reply(s, cmd, CALAIS__RDR_DATA_BLOCK, 0, 0, 0, in, got);
+}
+
+/* XfrBlock: the bytes out, n bytes back; the detect line watched meanwhile. */
+static void xfr_block(struct calais__sreader *s, const uint8_t *cmd, const uint8_t *data,
+                      size_t n)
+{
+	s->ph.watch = true;
+	xfr_run(s, cmd, data, n);
+	s->ph.watch = false;
 }
 
 static void set_parameters(struct calais__sreader *s, const uint8_t *cmd, const uint8_t *d,
@@ -548,6 +584,7 @@ static LONG ph_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_m
 	const uint8_t *data = msg + CALAIS__CCID_HEADER;
 	size_t len = n - CALAIS__CCID_HEADER;
 	s->ph.reply_len = 0;
+	s->ph.fatal = SCARD_S_SUCCESS;
 	switch (msg[0]) {
 	case CALAIS__PC_ICC_POWER_ON:
 		power_on(s, msg);
@@ -584,6 +621,10 @@ static LONG ph_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_m
 	}
 	if (!s->open)
 		return SCARD_E_READER_UNAVAILABLE; /* the port went away meanwhile */
+	if (s->ph.fatal != SCARD_S_SUCCESS) {
+		s->ph.reply_len = 0;
+		return s->ph.fatal;
+	}
 	return SCARD_S_SUCCESS;
 }
 
@@ -630,7 +671,7 @@ void calais__phoenix_setup(struct calais__sreader *s)
 
 bool calais__phoenix_open(struct calais__sreader *s)
 {
-	calais__serial_t fd;
+	calais__serial_t *fd;
 	if (!calais__serial_port_open(s, initial_rate(s->ph.clock_khz), CALAIS__PARITY_EVEN, true,
 	                              &fd))
 		return false;
@@ -652,10 +693,14 @@ bool calais__phoenix_open(struct calais__sreader *s)
 	 * answer the reset that opening the port caused on some adapters). */
 	static const uint8_t probe = 0x00;
 	bool echoed = false;
-	if (calais__serial_write(fd, &probe, 1, ECHO_MS) == CALAIS__SERIAL_OK) {
+	if (calais__serial_send(s, &probe, 1, ECHO_MS) == SCARD_S_SUCCESS) {
+		/* Within ECHO_MS in all, however the noise trickles in; cancellable. */
+		uint64_t until = calais__now_ms() + ECHO_MS;
 		uint8_t c;
 		for (unsigned i = 0; i < 64 && !echoed; i++) {
-			if (calais__serial_read(fd, &c, 1, ECHO_MS) != CALAIS__SERIAL_OK)
+			uint64_t now = calais__now_ms();
+			if (now >= until ||
+			    calais__serial_recv(s, &c, 1, (uint32_t)(until - now)) != SCARD_S_SUCCESS)
 				break;
 			echoed = c == probe;
 		}

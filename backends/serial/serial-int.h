@@ -26,6 +26,9 @@ enum calais__phoenix_detect {
 	CALAIS__DETECT_RI,
 };
 
+/* Every wait on a port is cut in slices of this length, so cancel() is seen in time. */
+#define CALAIS__SERIAL_SLICE_MS 100
+
 /* A Phoenix reader's line and card state (phoenix.c); port.lock held for all of it. */
 struct calais__phoenix {
 	bool smartmouse;               /* reset is active with RTS released */
@@ -43,6 +46,8 @@ struct calais__phoenix {
 	uint8_t params[7];             /* the last SetParameters, for GetParameters */
 	size_t params_len;
 	uint64_t last_rx_us;           /* for the turnaround guard time */
+	bool watch;                    /* an exchange: the detect line is read at each slice */
+	LONG fatal;                    /* the code the command ends with instead of a reply */
 	/* The reply built by send(), handed out by recv(). */
 	uint8_t reply[CALAIS__CCID_HEADER + 271];
 	size_t reply_len;
@@ -53,9 +58,17 @@ struct calais__sreader {
 	char path[256];
 	const char *model_name;
 	calais_reader *r;
-	calais__serial_t fd;
-	atomic_bool open;          /* changed under port.lock */
+	calais__serial_t *fd;
+	atomic_bool open;          /* changed under port.lock, read without it */
 	bool down_logged;
+	/* Threading: the core runs one call at a time per reader, each taking port.lock
+	 * (ccid-slot.c); the retry thread only ever try-locks it. cancel() (any thread) sets
+	 * port.cancel, cleared at the start of each call. deadline_ms: the end of the
+	 * exchange in progress (calais__now_ms(), 0 none), set by the calling thread. */
+	_Atomic uint64_t deadline_ms;
+	_Atomic uint64_t grace_ms;       /* an Abort sent at the deadline may take until then */
+	atomic_bool in_call;       /* a core call is running: the retry thread leaves it be */
+	bool resync;               /* a wait was cut short: drop stale input before sending */
 	struct calais__ccid_desc desc;
 	struct calais__ccid_strategy st;
 	struct calais__ccid_port port;
@@ -72,10 +85,21 @@ struct calais__sreader {
  * when it cannot be had. */
 bool calais__serial_port_open(struct calais__sreader *s, uint32_t bps,
                               enum calais__serial_parity parity, bool mark_errors,
-                              calais__serial_t *fd);
+                              calais__serial_t **fd);
 /* A port lost (unplugged adapter): closed, the reader unavailable until the retry thread
  * opens it again. port.lock held. */
 void calais__serial_lost(struct calais__sreader *s, const char *why);
+
+/* Port I/O bounded by the exchange's deadline and cut in CALAIS__SERIAL_SLICE_MS slices:
+ * SCARD_E_CANCELLED once cancel() was called (or the backend stops), SCARD_E_TIMEOUT
+ * when a byte does not come within timeout_ms of the previous one (or of the call) or
+ * the deadline passed, else the port's code. port.lock held. */
+LONG calais__serial_recv(struct calais__sreader *s, uint8_t *b, size_t n, uint32_t timeout_ms);
+LONG calais__serial_send(struct calais__sreader *s, const uint8_t *b, size_t n,
+                         uint32_t timeout_ms);
+/* The exchange's deadline has passed: a timeout is the caller's limit, not the reader's
+ * silence. */
+bool calais__serial_late(struct calais__sreader *s);
 
 /* Phoenix (phoenix.c). Parses the options after "phoenix:" / "smartmouse:" ("cts",
  * "!dsr", "cd", "ri", "none", "khz=N", joined with '+'); SCARD_E_INVALID_VALUE with a
@@ -88,6 +112,10 @@ bool calais__phoenix_open(struct calais__sreader *s);
 /* The data rates the UART runs, for PPS. */
 extern const uint32_t calais__phoenix_rates[];
 extern const size_t calais__phoenix_n_rates;
+
+/* Phoenix: called at each slice of a wait while watch is set; SCARD_W_REMOVED_CARD
+ * when the detect line says the card went. */
+LONG calais__phoenix_watch(struct calais__sreader *s);
 
 /* Tests only: replaces the modem status read of Phoenix readers with a card-detect
  * switch of the test's (a pseudo-terminal has no modem lines). */

@@ -4,7 +4,15 @@
  * message> <LRC>, the reader's echo, NAK and resend, card movement bytes 50 02/50 03), a
  * CCID descriptor synthesised for the model, and the whole CCID message and slot layers
  * of the USB backend reused (backends/ccid/ccid-msg.c, ccid-slot.c). Declared with
- * cfg.serial_readers or CALAIS_SERIAL_READERS: "device:protocol[:model],...". */
+ * cfg.serial_readers or CALAIS_SERIAL_READERS: "device:protocol[:model],...".
+ *
+ * Threads and locks. Each reader has its own port and port.lock, taken by the slot layer
+ * around each call of the core (one at a time per reader) and by the retry thread while
+ * it opens a closed port; nothing is shared between readers across I/O. sp->lock only
+ * guards the retry thread's sleep and is never held with a port.lock. The retry thread
+ * skips a reader in a call and never waits on an exchange (a closed port's calls fail at
+ * once). Every wait is a calais__serial_recv/send: slices of CALAIS__SERIAL_SLICE_MS that
+ * end on cancel() or at the exchange's deadline. */
 #include "serial-int.h"
 
 #include <stdio.h>
@@ -17,6 +25,12 @@
 #define MAX_NAKS 3
 #define MAX_GARBAGE 600    /* bytes skipped looking for a frame before giving up */
 #define MAX_DECLARED 16
+/* A GemPC reader times the ATR itself and answers a mute card with ICC_MUTE within a
+ * second or two: one still silent after this is stuck, and the power-up ends. */
+#define GEM_POWER_ON_MS 5000
+/* The abort of a command given up on at the deadline still gets this long, so the
+ * reader is told and its state stays known. */
+#define ABORT_GRACE_MS 300
 
 /* The models libccid drives over serial, with what their descriptors would say. */
 struct calais__gem_model {
@@ -35,7 +49,7 @@ struct serial_priv {
 	size_t n;
 	calais__mutex_t lock;
 	calais__cond_t cond;
-	bool stop;
+	atomic_bool stop;  /* set under lock; read without it by the waits of every port */
 	calais__thread_t retry;
 	bool retry_running;
 };
@@ -44,31 +58,35 @@ struct serial_priv {
 
 bool calais__serial_port_open(struct calais__sreader *s, uint32_t bps,
                               enum calais__serial_parity parity, bool mark_errors,
-                              calais__serial_t *fd)
+                              calais__serial_t **fd)
 {
-	enum calais__serial_status st = calais__serial_open(s->path, bps, parity, 2, mark_errors, fd);
-	if (st == CALAIS__SERIAL_OK)
+	LONG rv = calais__serial_open(s->path, bps, parity, 2, mark_errors, fd);
+	if (rv == SCARD_S_SUCCESS)
 		return true;
 	if (!s->down_logged)
 		ser_log(CALAIS_LOG_WARNING, "%s: cannot open the port (%s); the reader stays listed, "
 		        "unavailable, and the port is tried again every %u s", s->path,
-		        st == CALAIS__SERIAL_MISSING  ? "no such device"
-		        : st == CALAIS__SERIAL_BUSY   ? "in use by another process"
-		        : st == CALAIS__SERIAL_ACCESS ? "permission denied"
-		                                      : "error",
+		        rv == SCARD_E_READER_UNAVAILABLE  ? "no such device"
+		        : rv == SCARD_E_SHARING_VIOLATION ? "in use by another process"
+		        : rv == SCARD_E_NO_ACCESS         ? "permission denied"
+		                                          : pcsc_stringify_error(rv),
 		        RETRY_MS / 1000);
 	s->down_logged = true;
 	return false;
 }
 
-static LONG io_rv(struct calais__sreader *s, enum calais__serial_status st, const char *what)
+/* A failed port call: a device gone closes the port (the retry thread reopens it); a
+ * timeout or a cancel is the caller's to judge; anything else is a communication
+ * error. */
+static LONG io_rv(struct calais__sreader *s, LONG rv, const char *what)
 {
-	switch (st) {
-	case CALAIS__SERIAL_OK:
-		return SCARD_S_SUCCESS;
-	case CALAIS__SERIAL_TIMEOUT:
-		return SCARD_E_TIMEOUT;
-	case CALAIS__SERIAL_MISSING:
+	switch (rv) {
+	case SCARD_S_SUCCESS:
+	case SCARD_E_TIMEOUT:
+	case SCARD_E_CANCELLED:
+	case SCARD_W_REMOVED_CARD:
+		return rv;
+	case SCARD_E_READER_UNAVAILABLE:
 		calais__serial_lost(s, what);
 		return SCARD_E_READER_UNAVAILABLE;
 	default:
@@ -92,10 +110,88 @@ void calais__serial_lost(struct calais__sreader *s, const char *why)
 	}
 }
 
+/* The deadline, or the grace of an abort sent at it. */
+static uint64_t deadline(const struct calais__sreader *s)
+{
+	uint64_t d = s->deadline_ms;
+	return d && s->grace_ms > d ? s->grace_ms : d;
+}
+
+bool calais__serial_late(struct calais__sreader *s)
+{
+	uint64_t d = deadline(s);
+	return d && calais__now_ms() >= d;
+}
+
+/* The wait of the next slice: up to `until`, never past the deadline. */
+static uint32_t slice(struct calais__sreader *s, uint64_t until)
+{
+	uint64_t now = calais__now_ms(), end = until, d = deadline(s);
+	if (d && d < end)
+		end = d;
+	uint64_t left = end > now ? end - now : 0;
+	return left < CALAIS__SERIAL_SLICE_MS ? (uint32_t)left : CALAIS__SERIAL_SLICE_MS;
+}
+
+/* What ends a wait from outside: cancel(), the backend stopping, a Phoenix card pulled. */
+static LONG interrupted(struct calais__sreader *s)
+{
+	if (s->port.cancel || s->sp->stop)
+		return SCARD_E_CANCELLED;
+	if (!s->gem && s->ph.watch)
+		return calais__phoenix_watch(s);
+	return SCARD_S_SUCCESS;
+}
+
+/* One port transfer (read, or write of `out`) by slices: each byte within timeout_ms of
+ * the previous one (or of the start), never past the deadline. */
+static LONG transfer(struct calais__sreader *s, uint8_t *in, const uint8_t *out, size_t n,
+                     uint32_t timeout_ms)
+{
+	size_t done = 0;
+	uint64_t until = calais__now_ms() + timeout_ms;
+	for (;;) {
+		LONG rv = interrupted(s);
+		if (rv != SCARD_S_SUCCESS)
+			return rv;
+		size_t k = 0;
+		uint32_t wait = slice(s, until);
+		rv = in ? calais__serial_read(s->fd, in + done, n - done, &k, wait)
+		        : calais__serial_write(s->fd, out + done, n - done, &k, wait);
+		done += k;
+		if (rv != SCARD_E_TIMEOUT)
+			return rv;
+		if (k)
+			until = calais__now_ms() + timeout_ms;
+		else if (calais__now_ms() >= until || calais__serial_late(s))
+			return SCARD_E_TIMEOUT;
+	}
+}
+
+LONG calais__serial_recv(struct calais__sreader *s, uint8_t *b, size_t n, uint32_t timeout_ms)
+{
+	return transfer(s, b, NULL, n, timeout_ms);
+}
+
+LONG calais__serial_send(struct calais__sreader *s, const uint8_t *b, size_t n,
+                         uint32_t timeout_ms)
+{
+	return transfer(s, NULL, b, n, timeout_ms);
+}
+
+/* A card movement byte pair read, reported. A removal while a card exchange (xfr) waits
+ * for its answer ends it at once with SCARD_W_REMOVED_CARD (the core does not cancel a
+ * call for an event the call reported itself). */
+static LONG card_moved(struct calais__sreader *s, bool inserted, bool xfr)
+{
+	calais_reader_card_event(s->r, inserted);
+	return !inserted && xfr ? SCARD_W_REMOVED_CARD : SCARD_S_SUCCESS;
+}
+
 /* Reads one frame (after skipping card-movement pairs, time-extension bytes and noise).
- * *nak: the reader rejected our frame. */
+ * *nak: the reader rejected our frame. xfr: the answer to a card exchange is awaited. */
 static LONG read_frame(struct calais__sreader *s, uint8_t *buf, size_t cap, size_t *n, bool *nak,
-                       uint32_t first_ms)
+                       uint32_t first_ms, bool xfr)
 {
 	*n = 0;
 	*nak = false;
@@ -106,31 +202,30 @@ static LONG read_frame(struct calais__sreader *s, uint8_t *buf, size_t cap, size
 			return SCARD_F_COMM_ERROR;
 		}
 		uint8_t b;
-		LONG rv = io_rv(s, calais__serial_read(s->fd, &b, 1, wait), "read");
+		LONG rv = io_rv(s, calais__serial_recv(s, &b, 1, wait), "read");
 		if (rv != SCARD_S_SUCCESS)
 			return rv;
 		wait = BYTE_TIMEOUT_MS;
 		if (b == 0x50) {
 			/* Card movement, sent between frames. */
 			uint8_t st;
-			rv = io_rv(s, calais__serial_read(s->fd, &st, 1, BYTE_TIMEOUT_MS), "read");
+			rv = io_rv(s, calais__serial_recv(s, &st, 1, BYTE_TIMEOUT_MS), "read");
 			if (rv != SCARD_S_SUCCESS)
 				return rv;
-			if (st == 0x02 || st == 0x03) {
-				calais_reader_card_event(s->r, st == 0x03);
-				continue;
-			}
+			if ((st == 0x02 || st == 0x03) &&
+			    (rv = card_moved(s, st == 0x03, xfr)) != SCARD_S_SUCCESS)
+				return rv;
 			continue;
 		}
 		if (b != 0x03)
 			continue; /* time-extension bytes (>= 0x80) and noise */
 		uint8_t ctrl;
-		rv = io_rv(s, calais__serial_read(s->fd, &ctrl, 1, BYTE_TIMEOUT_MS), "read");
+		rv = io_rv(s, calais__serial_recv(s, &ctrl, 1, BYTE_TIMEOUT_MS), "read");
 		if (rv != SCARD_S_SUCCESS)
 			return rv;
 		if (ctrl == 0x15) {
 			uint8_t lrc;
-			rv = io_rv(s, calais__serial_read(s->fd, &lrc, 1, BYTE_TIMEOUT_MS), "read");
+			rv = io_rv(s, calais__serial_recv(s, &lrc, 1, BYTE_TIMEOUT_MS), "read");
 			if (rv != SCARD_S_SUCCESS)
 				return rv;
 			*nak = true;
@@ -139,7 +234,7 @@ static LONG read_frame(struct calais__sreader *s, uint8_t *buf, size_t cap, size
 		if (ctrl != 0x06)
 			continue;
 		uint8_t hdr[CALAIS__CCID_HEADER];
-		rv = io_rv(s, calais__serial_read(s->fd, hdr, sizeof(hdr), BYTE_TIMEOUT_MS), "read");
+		rv = io_rv(s, calais__serial_recv(s, hdr, sizeof(hdr), BYTE_TIMEOUT_MS), "read");
 		if (rv != SCARD_S_SUCCESS)
 			return rv;
 		uint32_t len = (uint32_t)hdr[1] | (uint32_t)hdr[2] << 8 | (uint32_t)hdr[3] << 16 |
@@ -151,12 +246,14 @@ static LONG read_frame(struct calais__sreader *s, uint8_t *buf, size_t cap, size
 		}
 		memcpy(buf, hdr, sizeof(hdr));
 		uint8_t lrc;
-		rv = io_rv(s, calais__serial_read(s->fd, buf + sizeof(hdr), len, BYTE_TIMEOUT_MS),
+		rv = io_rv(s, calais__serial_recv(s, buf + sizeof(hdr), len, BYTE_TIMEOUT_MS),
 		           "read");
 		if (rv == SCARD_S_SUCCESS)
-			rv = io_rv(s, calais__serial_read(s->fd, &lrc, 1, BYTE_TIMEOUT_MS), "read");
+			rv = io_rv(s, calais__serial_recv(s, &lrc, 1, BYTE_TIMEOUT_MS), "read");
+		if (rv == SCARD_E_TIMEOUT && !calais__serial_late(s))
+			return SCARD_F_COMM_ERROR; /* a frame cut short */
 		if (rv != SCARD_S_SUCCESS)
-			return rv == SCARD_E_TIMEOUT ? SCARD_F_COMM_ERROR : rv; /* a frame cut short */
+			return rv;
 		uint8_t x = 0x03 ^ 0x06;
 		for (size_t i = 0; i < sizeof(hdr) + len; i++)
 			x ^= buf[i];
@@ -173,17 +270,32 @@ static LONG read_frame(struct calais__sreader *s, uint8_t *buf, size_t cap, size
 
 static LONG write_last(struct calais__sreader *s)
 {
-	return io_rv(s, calais__serial_write(s->fd, s->last, s->last_len, ECHO_TIMEOUT_MS), "write");
+	return io_rv(s, calais__serial_send(s, s->last, s->last_len, ECHO_TIMEOUT_MS), "write");
 }
 
 /* struct calais__ccid_port send: the frame, then its echo, resent on a NAK. */
 static LONG ser_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_ms)
 {
 	struct calais__sreader *s = user;
+	(void)timeout_ms; /* the echo is immediate: ECHO_TIMEOUT_MS, and the deadline */
 	if (!s->open)
 		return SCARD_E_READER_UNAVAILABLE;
 	if (n + 3 > sizeof(s->last))
 		return SCARD_E_INSUFFICIENT_BUFFER;
+	if (msg[0] != CALAIS__PC_ABORT)
+		s->grace_ms = 0;
+	if (calais__serial_late(s)) {
+		if (msg[0] != CALAIS__PC_ABORT) {
+			s->resync = true;
+			return SCARD_E_TIMEOUT;
+		}
+		s->grace_ms = calais__now_ms() + ABORT_GRACE_MS;
+	}
+	if (s->resync) {
+		/* The answer to a command given up on may still come: not as this echo. */
+		calais__serial_flush(s->fd);
+		s->resync = false;
+	}
 	s->last[0] = 0x03;
 	s->last[1] = 0x06;
 	memcpy(s->last + 2, msg, n);
@@ -199,15 +311,17 @@ static LONG ser_send(void *user, const uint8_t *msg, size_t n, uint32_t timeout_
 		uint8_t echo[sizeof(s->last)];
 		size_t got;
 		bool nak;
-		rv = read_frame(s, echo, sizeof(echo), &got, &nak, ECHO_TIMEOUT_MS);
-		if (rv == SCARD_E_TIMEOUT) {
+		rv = read_frame(s, echo, sizeof(echo), &got, &nak, ECHO_TIMEOUT_MS, false);
+		if (rv == SCARD_E_TIMEOUT && !calais__serial_late(s)) {
 			/* A reader that stops echoing has stopped: closed, and reopened (and greeted
 			 * again) by the retry thread once it answers. */
 			calais__serial_lost(s, "no echo from the reader");
 			return SCARD_E_READER_UNAVAILABLE;
 		}
-		if (rv != SCARD_S_SUCCESS)
+		if (rv != SCARD_S_SUCCESS) {
+			s->resync = s->open;
 			return rv;
+		}
 		if (nak) {
 			if (naks + 1 >= MAX_NAKS) {
 				ser_log(CALAIS_LOG_WARNING, "%s: %u NAKs in a row", s->path, naks + 1);
@@ -230,9 +344,12 @@ static LONG ser_recv(void *user, uint8_t *buf, size_t cap, size_t *n, uint32_t t
 	struct calais__sreader *s = user;
 	if (!s->open)
 		return SCARD_E_READER_UNAVAILABLE;
+	bool xfr = s->last[2] == CALAIS__PC_XFR_BLOCK || s->last[2] == CALAIS__PC_SECURE;
 	for (unsigned naks = 0;; naks++) {
 		bool nak;
-		LONG rv = read_frame(s, buf, cap, n, &nak, timeout_ms);
+		LONG rv = read_frame(s, buf, cap, n, &nak, timeout_ms, xfr);
+		if (rv != SCARD_S_SUCCESS)
+			s->resync = s->open;
 		if (rv != SCARD_S_SUCCESS || !nak)
 			return rv;
 		/* The reader rejected our frame after its echo: send it again. */
@@ -246,7 +363,7 @@ static LONG ser_recv(void *user, uint8_t *buf, size_t cap, size_t *n, uint32_t t
 /* Opens the port and greets the reader as libccid does; port.lock held. */
 static bool gem_open(struct calais__sreader *s)
 {
-	calais__serial_t fd;
+	calais__serial_t *fd;
 	if (!calais__serial_port_open(s, 115200, CALAIS__PARITY_NONE, false, &fd))
 		return false;
 	/* RTS low stops the reader's plug-and-play identification string. */
@@ -282,17 +399,28 @@ static bool open_reader(struct calais__sreader *s)
 	return s->gem ? gem_open(s) : calais__phoenix_open(s);
 }
 
+/* The retry thread's attempt. A closed port's calls fail at once, so port.lock is never
+ * held long by anyone but us here; the slot's status is read under the same hold, so
+ * the thread never waits on a reader's exchange. */
 static void try_open(struct calais__sreader *s)
 {
 	calais__mutex_lock(&s->port.lock);
-	bool ok = !s->open && open_reader(s);
+	bool ok = !s->open && open_reader(s), present = false;
+	if (ok) {
+		struct calais__ccid_reply rep;
+		LONG rv = calais__ccid_command(&s->port, CALAIS__PC_GET_SLOT_STATUS, s->slot.index,
+		                               NULL, NULL, 0, &rep, ECHO_TIMEOUT_MS);
+		/* A failed GetSlotStatus still carries the card status bits. */
+		present = (rv == SCARD_S_SUCCESS || rep.type == CALAIS__RDR_SLOT_STATUS) &&
+		          (rep.status & 3) != 2;
+		if (!present)
+			s->slot.powered = false;
+	}
 	calais__mutex_unlock(&s->port.lock);
 	if (!ok)
 		return;
 	calais_reader_set_unavailable(s->r, SCARD_S_SUCCESS);
-	bool present = false;
-	if (calais__ccid_slot_status(&s->slot, &present) == SCARD_S_SUCCESS)
-		calais_reader_card_event(s->r, present);
+	calais_reader_card_event(s->r, present);
 }
 
 static void *retry_main(void *arg)
@@ -304,16 +432,13 @@ static void *retry_main(void *arg)
 		if (sp->stop)
 			break;
 		calais__mutex_unlock(&sp->lock);
-		for (size_t i = 0; i < sp->n; i++) {
+		for (size_t i = 0; i < sp->n && !sp->stop; i++) {
 			struct calais__sreader *s = sp->readers[i];
-			calais__mutex_lock(&s->port.lock);
-			bool closed = !s->open;
-			calais__mutex_unlock(&s->port.lock);
-			if (closed) {
-				calais_reader_set_unavailable(s->r, SCARD_E_READER_UNAVAILABLE);
-				calais_reader_card_event(s->r, false);
+			/* The port's loss was reported once (calais__serial_lost, or unavailable
+			 * since declared): reporting it again each round would have the core
+			 * cancel a call of the reader's just as it comes back. */
+			if (!s->open && !s->in_call)
 				try_open(s);
-			}
 		}
 		calais__mutex_lock(&sp->lock);
 	}
@@ -530,49 +655,88 @@ static void serial_close(calais_reader *r)
 
 #define S(r) (*(struct calais__sreader **)calais_reader_priv(r))
 
+/* Every call starts here: a cancel() meant for the previous call is forgotten, and the
+ * exchange's deadline set (timeout_ms 0: none; the protocol's own waits bound the call). */
+static struct calais__sreader *call_begin(calais_reader *r, uint32_t timeout_ms)
+{
+	struct calais__sreader *s = S(r);
+	s->in_call = true;
+	s->port.cancel = false;
+	s->deadline_ms = timeout_ms ? calais__now_ms() + timeout_ms : 0;
+	return s;
+}
+
+static LONG call_end(struct calais__sreader *s, LONG rv)
+{
+	s->deadline_ms = 0;
+	s->grace_ms = 0;
+	s->in_call = false;
+	return rv;
+}
+
+/* Phoenix: the ATR's own waits bound it (first byte, then each byte within the initial
+ * waiting time). */
 static LONG serial_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_len)
 {
-	return calais__ccid_power_on(&S(r)->slot, warm, atr, atr_len);
+	struct calais__sreader *s = call_begin(r, S(r)->gem ? GEM_POWER_ON_MS : 0);
+	return call_end(s, calais__ccid_power_on(&s->slot, warm, atr, atr_len));
 }
 
 static LONG serial_power_off(calais_reader *r)
 {
-	return calais__ccid_power_off(&S(r)->slot);
+	struct calais__sreader *s = call_begin(r, 0);
+	return call_end(s, calais__ccid_power_off(&s->slot));
 }
 
 static LONG serial_set_protocol(calais_reader *r, uint32_t protocol)
 {
-	return calais__ccid_set_protocol(&S(r)->slot, protocol);
+	struct calais__sreader *s = call_begin(r, 0);
+	return call_end(s, calais__ccid_set_protocol(&s->slot, protocol));
 }
 
+/* timeout_ms: the exchange limit; every wait of the exchange (echoes, NAK resends, time
+ * extensions, T=0 and T=1 byte waits, WTX) ends by it. */
 static LONG serial_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx, size_t tx_len,
                             uint8_t *rx, size_t *rx_len, uint32_t timeout_ms)
 {
-	return calais__ccid_transmit(&S(r)->slot, protocol, tx, tx_len, rx, rx_len);
+	struct calais__sreader *s = call_begin(r, timeout_ms);
+	s->slot.deadline_ms = s->deadline_ms; /* the engine's: its blocks, WTX, retries */
+	LONG rv = calais__ccid_transmit(&s->slot, protocol, tx, tx_len, rx, rx_len);
+	s->grace_ms = 0;
+	if ((rv == SCARD_E_TIMEOUT || rv == SCARD_W_UNRESPONSIVE_CARD || rv == SCARD_F_COMM_ERROR) &&
+	    calais__serial_late(s) && !s->port.cancel) {
+		ser_log(CALAIS_LOG_WARNING, "%s: exchange limit of %u ms reached (%s)", s->path,
+		        timeout_ms, pcsc_stringify_error(rv));
+		rv = SCARD_E_TIMEOUT;
+	}
+	return call_end(s, rv);
 }
 
 static LONG serial_control(calais_reader *r, uint32_t code, const uint8_t *in, size_t in_len,
                            uint8_t *out, size_t out_cap, size_t *out_len)
 {
-	return calais__ccid_control(&S(r)->slot, code, in, in_len, out, out_cap, out_len);
+	struct calais__sreader *s = call_begin(r, 0);
+	return call_end(s, calais__ccid_control(&s->slot, code, in, in_len, out, out_cap, out_len));
 }
 
 /* The core polls presence; a closed port is an empty, unavailable reader meanwhile. */
 static LONG serial_slot_status(calais_reader *r, bool *present)
 {
-	struct calais__sreader *s = S(r);
+	struct calais__sreader *s = call_begin(r, 0);
 	*present = false;
 	if (!s->open)
-		return SCARD_S_SUCCESS;
+		return call_end(s, SCARD_S_SUCCESS);
 	LONG rv = calais__ccid_slot_status(&s->slot, present);
 	if (rv == SCARD_E_READER_UNAVAILABLE) {
 		calais_reader_set_unavailable(r, SCARD_E_READER_UNAVAILABLE);
 		*present = false;
-		return SCARD_S_SUCCESS; /* declared readers stay listed */
+		rv = SCARD_S_SUCCESS; /* declared readers stay listed */
 	}
-	return rv;
+	return call_end(s, rv);
 }
 
+/* Any thread, while a call runs or just after: the call's waits see it within a slice.
+ * Never blocks. */
 static void serial_cancel(calais_reader *r)
 {
 	S(r)->port.cancel = true;

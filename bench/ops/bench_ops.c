@@ -49,6 +49,8 @@
 #include <calais/sim.h>
 #endif
 
+#include "../bench-clock.h"
+
 #define EVENT_TIMEOUT_MS 10000u
 
 static struct {
@@ -75,21 +77,6 @@ static LONG getattrib_rv = SCARD_S_SUCCESS;
 static const BYTE apdu_select[] = { 0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x00, 0x01 };
 static const BYTE apdu_source255[] = { 0x80, 0xEF, 0x00, 0xFF, 0x00 };
 
-static double now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static void sleep_us(double us)
-{
-	long long ns = (long long)(us * 1e3);
-	struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 __attribute__((noreturn))
 static void die(const char *what, LONG rv)
 {
@@ -108,17 +95,6 @@ static void emit(const char *op, const double *v, int n)
 {
 	for (int i = 0; i < n; i++)
 		fprintf(out, "%s\t%s\t%.3f\n", opt.label, op, v[i]);
-}
-
-/* xorshift: pauses only need to be spread, not secret. */
-static uint64_t rng_state;
-
-static double rand_unit(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return (double)(rng_state >> 11) / (double)(1ull << 53);
 }
 
 /* ---- the fixture card when it is simulated (-S) ------------------------------------ */
@@ -505,7 +481,7 @@ int main(int argc, char **argv)
 		perror(opt.out);
 		return 1;
 	}
-	rng_state = (uint64_t)now_us() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ull;
+	rand_seed();
 
 	/* The first context of the process: pcsc-lite connects to pcscd, Calais starts its
 	 * manager and backends. Once per round, so one sample per round. */

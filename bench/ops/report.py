@@ -11,10 +11,13 @@ pcscd + vpcd driver), b (Calais, vpcd backend) or c (Calais, simulated backend),
 the ratio column also shows the range of the per-round ratios, since the machine is shared.
 KEY=VALUE: rounds, n, m, events, away_a, away_b, steal, busy, quick, pcsclite, wall.
 """
-import math
+import os
 import statistics
 import sys
 from collections import defaultdict
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchstats import pct, fratio  # noqa: E402
 
 OPS = [
     ("first_establish", "first SCardEstablishContext of a process (one per round)"),
@@ -31,14 +34,6 @@ OPS = [
 ]
 
 
-def pct(sorted_v, p):
-    """Nearest-rank percentile of a sorted list."""
-    if not sorted_v:
-        return float("nan")
-    k = max(0, min(len(sorted_v) - 1, math.ceil(p / 100.0 * len(sorted_v)) - 1))
-    return sorted_v[k]
-
-
 def fmt(us):
     if us != us:
         return "–"
@@ -49,14 +44,6 @@ def fmt(us):
     if us >= 1:
         return "%.1f" % us
     return "%.2f" % us
-
-
-def fratio(r):
-    if r != r:
-        return "–"
-    if r >= 10:
-        return "%.0f×" % r
-    return "%.1f×" % r if r >= 0.95 else "%.2g×" % r
 
 
 def main():

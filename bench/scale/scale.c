@@ -3,15 +3,23 @@
  * 1 to 1024 readers, and many threads blocked in SCardGetStatusChange() woken by one card.
  * Each mode prints one markdown table row, then "#val key value" lines for bench/scale/run.
  *
- *   calais-scale readers N [events]       N readers (the demo one plus N-1 added)
- *   calais-scale waiters W own|shared [rounds]
- *   calais-scale spread W [events]        W waiters on W readers, events on the last one
- *   calais-scale same-name COUNT          adds COUNT readers with one base name */
+ *   calais-scale readers N [events] [stuck]   N readers (the demo one plus N-1 added)
+ *   calais-scale waiters W own|shared [rounds] [stuck]
+ *   calais-scale spread W [events] [stuck]    W waiters on W readers, events on the last one
+ *   calais-scale same-name COUNT              adds COUNT readers with one base name
+ *
+ * "stuck": one reader's card is in an endless exchange while everything is measured: a
+ * simulated card with a latency of 67 minutes (latency_us 4e9) and a thread inside
+ * SCardTransmit() on it. In the readers and spread modes it is one of the N (the second
+ * added), elsewhere a reader of its own; removing the card at the end ends the exchange
+ * (SCARD_W_REMOVED_CARD), and "#val stuck_*" lines say whether it stayed in the exchange
+ * until then and how long it took to come back. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +131,103 @@ static void start_sim(void)
 		die("calais_start", rv);
 }
 
+/* ---- the stuck reader --------------------------------------------------------------- */
+
+static struct {
+	calais_sim_reader *r; /* NULL: no stuck reader in this run */
+	SCARDCONTEXT ctx;
+	SCARDHANDLE h;
+	const SCARD_IO_REQUEST *pci;
+	pthread_t th;
+	atomic_bool returned;
+	LONG rv;
+	uint64_t entered_ns, returned_ns;
+} stuck;
+
+static const struct calais_sim_card stuck_card = {
+	.atr = bench_atr, .atr_len = sizeof(bench_atr), .apdu = bench_apdu,
+	.latency_us = 4000000000u, /* 67 minutes; not UINT32_MAX: sim.c rounds it up to ms in
+	                            * 32 bits, and that wraps to 0 */
+};
+
+static void *stuck_main(void *arg)
+{
+	(void)arg;
+	static const BYTE select[] = { 0x00, 0xA4, 0x04, 0x00, 0x01, 0xA0 };
+	BYTE resp[258];
+	DWORD rl = sizeof(resp);
+	stuck.entered_ns = now_ns();
+	stuck.rv = SCardTransmit(stuck.h, stuck.pci, select, sizeof(select), NULL, resp, &rl);
+	stuck.returned_ns = now_ns();
+	atomic_store(&stuck.returned, true);
+	return NULL;
+}
+
+/* Puts the endless card in r, connects, and leaves a thread inside SCardTransmit(). */
+static void stuck_start(calais_sim_reader *r)
+{
+	LONG rv = calais_sim_card_insert(r, &stuck_card);
+	if (rv != SCARD_S_SUCCESS)
+		die("calais_sim_card_insert (stuck card)", rv);
+	rv = SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &stuck.ctx);
+	if (rv != SCARD_S_SUCCESS)
+		die("SCardEstablishContext (stuck reader)", rv);
+	DWORD proto;
+	rv = SCardConnect(stuck.ctx, calais_sim_reader_name(r), SCARD_SHARE_SHARED,
+	                  SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1, &stuck.h, &proto);
+	if (rv != SCARD_S_SUCCESS)
+		die("SCardConnect (stuck reader)", rv);
+	stuck.pci = proto == SCARD_PROTOCOL_T1 ? SCARD_PCI_T1 : SCARD_PCI_T0;
+	stuck.r = r;
+	if (pthread_create(&stuck.th, NULL, stuck_main, NULL) != 0) {
+		fprintf(stderr, "calais-scale: pthread_create (stuck reader) failed\n");
+		exit(1);
+	}
+	sleep_ns(50000000u); /* well inside the card's latency by now */
+}
+
+/* Ends the exchange by pulling the card and prints what happened. Returns false when
+ * the exchange had already ended, or did not end within 5 s of the removal (then the
+ * process must not shut the manager down: it would wait for that exchange). */
+static bool stuck_end(void)
+{
+	if (!stuck.r)
+		return true;
+	bool held = !atomic_load(&stuck.returned);
+	uint64_t t0 = now_ns();
+	LONG rv = calais_sim_card_remove(stuck.r);
+	if (rv != SCARD_S_SUCCESS)
+		die("calais_sim_card_remove (stuck card)", rv);
+	while (!atomic_load(&stuck.returned) && now_ns() - t0 < 5000000000u)
+		sleep_ns(1000000u);
+	bool back = atomic_load(&stuck.returned);
+	printf("#val stuck_held %d\n", held);
+	if (back) {
+		pthread_join(stuck.th, NULL);
+		printf("#val stuck_end_ms %.3f\n#val stuck_rv 0x%08lX\n",
+		       stuck.returned_ns > t0 ? (stuck.returned_ns - t0) / 1e6 : 0.0,
+		       (unsigned long)stuck.rv);
+		SCardDisconnect(stuck.h, SCARD_LEAVE_CARD);
+		SCardReleaseContext(stuck.ctx);
+	} else {
+		printf("#val stuck_end_ms -1\n");
+	}
+	fflush(stdout);
+	return held && back;
+}
+
+/* The end of a mode: the stuck exchange (if any) ended, then the manager shut down;
+ * an exchange that would not end leaves the process without a shutdown. */
+static int finish(int status)
+{
+	if (!stuck_end()) {
+		fflush(stdout);
+		_exit(1);
+	}
+	calais_shutdown();
+	return status;
+}
+
 /* Sets every entry's current state to what the last call reported. */
 static void accept_states(SCARD_READERSTATE *rs, size_t n)
 {
@@ -203,9 +308,9 @@ static uint64_t one_event(struct waiter *w, uint64_t settle_ns, calais_sim_reade
 	return w->returned_ns - t0;
 }
 
-static int mode_readers(unsigned n, unsigned events)
+static int mode_readers(unsigned n, unsigned events, bool with_stuck)
 {
-	if (n < 1)
+	if (n < 1 || (with_stuck && n < 3))
 		return 2;
 	start_sim();
 	SCARDCONTEXT ctx;
@@ -231,6 +336,8 @@ static int mode_readers(unsigned n, unsigned events)
 	t_add = now_ns() - t_add;
 	long long heap1 = heap_in_use();
 	long rss1 = status_kib("VmRSS");
+	if (with_stuck)
+		stuck_start(added[1]);
 
 	/* SCardListReaders() into a buffer big enough, as a program's second call does. */
 	DWORD len = 0;
@@ -340,9 +447,8 @@ static int mode_readers(unsigned n, unsigned events)
 
 	SCardReleaseContext(w.ctx);
 	SCardReleaseContext(ctx);
-	calais_shutdown();
 	free(ins), free(rem), free(rs), free(lt), free(list), free(added);
-	return bad ? 1 : 0;
+	return finish(bad ? 1 : 0);
 }
 
 /* ---- many waiters ------------------------------------------------------------------ */
@@ -395,13 +501,20 @@ static void *member_main(void *arg)
 	return NULL;
 }
 
-static int mode_waiters(unsigned nw, bool shared, unsigned rounds)
+static int mode_waiters(unsigned nw, bool shared, unsigned rounds, bool with_stuck)
 {
 	start_sim();
 	calais_sim_reader *reader;
 	LONG rv = calais_sim_reader_add("Bench Waiter Reader", &reader);
 	if (rv != SCARD_S_SUCCESS)
 		die("calais_sim_reader_add", rv);
+	if (with_stuck) {
+		calais_sim_reader *sr;
+		rv = calais_sim_reader_add("Bench Stuck Reader", &sr);
+		if (rv != SCARD_S_SUCCESS)
+			die("calais_sim_reader_add", rv);
+		stuck_start(sr);
+	}
 
 	struct crowd c = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER,
 	                   .reader = calais_sim_reader_name(reader) };
@@ -494,10 +607,9 @@ static int mode_waiters(unsigned nw, bool shared, unsigned rounds)
 	}
 	if (shared)
 		SCardReleaseContext(c.shared);
-	calais_shutdown();
 	if (started != nw) {
 		printf("#val error could only start %u of %u threads\n", started, nw);
-		return 1;
+		return finish(1);
 	}
 
 	double li_med = percentile(last_ins, rounds, 50) / 1e6;
@@ -513,7 +625,7 @@ static int mode_waiters(unsigned nw, bool shared, unsigned rounds)
 	printf("#val last_ins_med_ms %.3f\n#val last_rem_med_ms %.3f\n", li_med, lr_med);
 	printf("#val bad %u\n#val bad_rounds %u\n", bad, bad_rounds);
 	free(ms), free(lat), free(last_ins), free(last_rem), free(first_ins), free(med_ins);
-	return bad || bad_rounds ? 1 : 0;
+	return finish(bad || bad_rounds ? 1 : 0);
 }
 
 /* ---- waiters spread over many readers ------------------------------------------------ */
@@ -538,7 +650,7 @@ static uint64_t cpu_ns(void)
 /* nw threads, each with its own context watching its own reader; card events on the last
  * reader only. Measures the latency of that reader's waiter and the CPU time the whole
  * process spends per event (every other waiter is woken too, looks, and sleeps again). */
-static int mode_spread(unsigned nw, unsigned events)
+static int mode_spread(unsigned nw, unsigned events, bool with_stuck)
 {
 	start_sim();
 	calais_sim_reader **readers = calloc(nw, sizeof(*readers));
@@ -553,6 +665,8 @@ static int mode_spread(unsigned nw, unsigned events)
 		if (rv != SCARD_S_SUCCESS)
 			die("calais_sim_reader_add", rv);
 	}
+	if (with_stuck && nw > 2)
+		stuck_start(readers[1]);
 	struct crowd c = { 0 };
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
@@ -607,10 +721,9 @@ static int mode_spread(unsigned nw, unsigned events)
 		SCardReleaseContext(ms[i].ctx);
 	}
 	SCardReleaseContext(w.ctx);
-	calais_shutdown();
 	if (started + 1 != nw) {
 		printf("#val error could only start %u of %u threads\n", started + 1, nw);
-		return 1;
+		return finish(1);
 	}
 	bad += atomic_load(&c.bad);
 	double l_med = percentile(lat, 2 * events, 50) / 1e6, l_p99 = percentile(lat, 2 * events, 99) / 1e6;
@@ -618,7 +731,7 @@ static int mode_spread(unsigned nw, unsigned events)
 	printf("| %u | %u | %.3f | %.3f | %.2f |\n", nw, 2 * events, l_med, l_p99, c_med);
 	printf("#val lat_med_ms %.4f\n#val cpu_med_ms %.3f\n#val bad %u\n", l_med, c_med, bad);
 	free(readers), free(ms), free(lat), free(cpu);
-	return bad ? 1 : 0;
+	return finish(bad ? 1 : 0);
 }
 
 /* ---- one base name ------------------------------------------------------------------- */
@@ -674,16 +787,21 @@ static int mode_same_name(unsigned count)
 
 int main(int argc, char **argv)
 {
+	bool st = argc > 3 && strcmp(argv[argc - 1], "stuck") == 0;
+	if (st)
+		argc--;
 	if (argc >= 3 && strcmp(argv[1], "readers") == 0)
-		return mode_readers((unsigned)atoi(argv[2]), argc > 3 ? (unsigned)atoi(argv[3]) : 50);
+		return mode_readers((unsigned)atoi(argv[2]), argc > 3 ? (unsigned)atoi(argv[3]) : 50,
+		                    st);
 	if (argc >= 4 && strcmp(argv[1], "waiters") == 0)
 		return mode_waiters((unsigned)atoi(argv[2]), strcmp(argv[3], "shared") == 0,
-		                    argc > 4 ? (unsigned)atoi(argv[4]) : 7);
+		                    argc > 4 ? (unsigned)atoi(argv[4]) : 7, st);
 	if (argc >= 3 && strcmp(argv[1], "spread") == 0)
-		return mode_spread((unsigned)atoi(argv[2]), argc > 3 ? (unsigned)atoi(argv[3]) : 10);
-	if (argc >= 3 && strcmp(argv[1], "same-name") == 0)
+		return mode_spread((unsigned)atoi(argv[2]), argc > 3 ? (unsigned)atoi(argv[3]) : 10,
+		                   st);
+	if (argc >= 3 && !st && strcmp(argv[1], "same-name") == 0)
 		return mode_same_name((unsigned)atoi(argv[2]));
-	fprintf(stderr, "usage: calais-scale readers N [events] | waiters W own|shared [rounds] | "
-	                "spread W [events] | same-name COUNT\n");
+	fprintf(stderr, "usage: calais-scale readers N [events] [stuck] | waiters W own|shared "
+	                "[rounds] [stuck] | spread W [events] [stuck] | same-name COUNT\n");
 	return 2;
 }

@@ -76,6 +76,7 @@ struct ccidsim_dev {
 	uint8_t iccd_block[1 + BIG];
 	size_t iccd_len;
 	bool iccd_polled;     /* version B: one "poll again" answer given */
+	uint16_t iccd_delay;  /* version B: every DATA_BLOCK is "poll again" after this (10 ms) */
 	uint8_t a_state;      /* version A status: 0 idle, 0x10 data, 0x20 SW */
 	bool a_in;            /* version A: the card waits for the command's data */
 	uint8_t a_hdr[5], a_sw[2];
@@ -892,6 +893,12 @@ static enum calais__usb_status iccd_b(ccidsim_dev *d, uint8_t rt, uint8_t req, u
 		iccd_b_block(d, b, iccd_run(d, 0x6F, (uint16_t)(value >> 8), buf, len));
 		*done = len;
 	} else if (rt == 0xA1 && req == 0x6F) {
+		if (d->iccd_delay) {
+			uint8_t poll[3] = { 0x80, (uint8_t)d->iccd_delay, (uint8_t)(d->iccd_delay >> 8) };
+			memcpy(buf, poll, len < 3 ? len : 3);
+			*done = len < 3 ? len : 3;
+			return CALAIS__USB_OK;
+		}
 		if (!d->iccd_polled) {
 			/* Once: "not ready, ask again in 10 ms". */
 			d->iccd_polled = true;
@@ -1308,6 +1315,13 @@ void ccidsim_fault_slot(ccidsim_dev *d, unsigned slot, enum ccidsim_fault f, uns
 	d->fault = f;
 	d->fault_count = count;
 	d->fault_slot = (int)slot;
+	pthread_mutex_unlock(&lock);
+}
+
+void ccidsim_iccd_delay(ccidsim_dev *d, uint16_t units)
+{
+	pthread_mutex_lock(&lock);
+	d->iccd_delay = units;
 	pthread_mutex_unlock(&lock);
 }
 

@@ -91,6 +91,8 @@ void ccidsim_fault(ccidsim_dev *d, enum ccidsim_fault f, unsigned count);
 /* The same for the commands of one slot only. */
 void ccidsim_fault_slot(ccidsim_dev *d, unsigned slot, enum ccidsim_fault f, unsigned count);
 void ccidsim_set_busy(ccidsim_dev *d, bool busy);
+/* ICCD version B: every DATA_BLOCK answer is "poll again in units x 10 ms" (0: off). */
+void ccidsim_iccd_delay(ccidsim_dev *d, uint16_t units);
 struct ccidsim_stats ccidsim_stats(ccidsim_dev *d);
 
 #endif

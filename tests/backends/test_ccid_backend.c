@@ -4,6 +4,7 @@
  * SetParameters and IFSD, presence by interrupt pipe and by polling, hotplug, sharing
  * with another process, part 10, and each transport fault with its PC/SC error. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -731,6 +732,45 @@ Test(ccid, iccd_version_b_apdus_with_chaining_and_polling)
 	check_echo(h, 200);
 	check_source(h, 600); /* three data blocks, chained */
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+struct xmit_call {
+	SCARDHANDLE h;
+	LONG rv;
+	long ended_ms;
+};
+
+static void *select_thread(void *arg)
+{
+	struct xmit_call *c = arg;
+	uint8_t apdu[] = { 0x00, 0xA4, 0x04, 0x00, 0x02, 0x3F, 0x00 }, resp[258];
+	DWORD rl = sizeof(resp);
+	c->rv = SCardTransmit(c->h, SCARD_PCI_T1, apdu, sizeof(apdu), NULL, resp, &rl);
+	c->ended_ms = bt_now_ms();
+	return NULL;
+}
+
+/* An ICCD token answering "poll again in 655 s": the wait is sliced and ends as soon as
+ * the device goes (it was one sleep of 655 s). */
+Test(ccid, iccd_poll_again_ends_when_the_device_goes)
+{
+	struct ccidsim_cfg cfg = { .iface_protocol = 2, .intr = true,
+	                           .features = LVL_EXT | AUTO, .max_msg = 271 };
+	struct ccidsim_card c = card_t1();
+	ccidsim_dev *d;
+	struct xmit_call call = { .h = reader_with_card(&cfg, &c, &d, NULL) };
+	ccidsim_iccd_delay(d, 0xFFFF);
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, select_thread, &call), 0);
+	usleep(100000);
+	long t0 = bt_now_ms();
+	ccidsim_unplug(d);
+	pthread_join(th, NULL);
+	assert_rv(call.rv, SCARD_E_READER_UNAVAILABLE);
+	double slow = getenv("CALAIS_TEST_UNDER_VALGRIND") ? 20.0 : 1.0;
+	cr_assert_lt(call.ended_ms - t0, (long)(1000 * slow), "ended %ld ms after the unplug",
+	             call.ended_ms - t0);
+	SCardDisconnect(call.h, SCARD_LEAVE_CARD);
 }
 
 Test(ccid, iccd_version_a_t0_tpdus)

@@ -18,6 +18,17 @@
  *   80 DD P1 xx [Le]          sleep P1 x 10 ms      -> 90 00
  * Short and extended Lc/Le encodings are accepted; Le is not checked.
  *
+ * Faults, for isolation tests and benchmarks (at most one of them):
+ *   --mute-atr          the card connects and then answers nothing, GET ATR included; it
+ *                       stays connected until a signal, --hold-ms or the reader's close.
+ *   --silent-after N    the card answers GET ATR and its first N APDUs of each connection,
+ *                       then reads everything and answers nothing (a card that hangs in
+ *                       mid-exchange: the reader's wait is the only thing that ends it).
+ *   --reconnect-mute    the card connects, withholds its ATR, drops the connection when
+ *                       the reader asks for something (GET ATR; --withhold-ms later when
+ *                       given) or --drop-ms (1 s) after connecting, and connects again at
+ *                       once, in a loop; --hold-ms then counts from the first connection.
+ *
  * Signals: SIGTERM/SIGINT close the socket and exit 0. SIGUSR1 closes the
  * connection ("card removed"); with --retry the card reconnects after --away-ms
  * (default 200 ms: "card re-inserted"), otherwise it exits 0. Against pcscd keep the
@@ -76,11 +87,17 @@ static struct {
 	const char *pidfile;
 	int verbose;
 	int quickack;
-} opt = { "127.0.0.1", "35963", { 0 }, 0, 0, 10.0, -1, 200, NULL, 0, 1 };
+	int mute_atr;       /* --mute-atr */
+	long silent_after;  /* --silent-after N, or -1 */
+	int reconnect_mute; /* --reconnect-mute */
+	long drop_ms;       /* --drop-ms: a --reconnect-mute connection's life without a request */
+	long withhold_ms;   /* --withhold-ms: and after the reader's first request */
+} opt = { "127.0.0.1", "35963", { 0 }, 0, 0, 10.0, -1, 200, NULL, 0, 1, 0, -1, 0, 1000, 0 };
 
 static volatile sig_atomic_t got_term, got_usr1;
 static sigset_t run_mask; /* the signal mask inside ppoll(): nothing blocked */
 static double t_start;
+static double first_connect = -1; /* --reconnect-mute: --hold-ms counts from here */
 static uint8_t inbuf[MAX_MSG];
 static uint8_t outbuf[2 + MAX_MSG];
 
@@ -88,6 +105,7 @@ enum outcome {
 	O_TERM,       /* SIGTERM / SIGINT */
 	O_REMOVED,    /* SIGUSR1 */
 	O_HOLD,       /* --hold-ms elapsed */
+	O_DROP,       /* --reconnect-mute: the card dropped this connection */
 	O_PEER_GONE,  /* the reader closed the connection (or reset it) */
 	O_PROTOCOL,   /* malformed input from the reader */
 	O_TIMEOUT,    /* could not connect within -t */
@@ -376,28 +394,75 @@ static long answer_apdu(const uint8_t *a, size_t n)
 /* ---------------------------------------------------------------------------------- */
 /* connection                                                                         */
 
-/* One connection, serving until something ends it. */
+/* A read that ran into the earlier of the two deadlines: which one it was. */
+static int expired(int r, double drop_at)
+{
+	if (r == O_HOLD && drop_at >= 0 && now_ms() >= drop_at &&
+	    (opt.hold_ms < 0 || now_ms() < first_connect + (double)opt.hold_ms))
+		return O_DROP;
+	return r;
+}
+
+/* One connection, serving until something ends it. The fault options decide what is
+ * answered: mute (nothing), or the reconnecting card's drop at the first request. */
 static enum outcome serve(int fd)
 {
-	double hold_at = opt.hold_ms >= 0 ? now_ms() + (double)opt.hold_ms : -1;
+	double t0 = now_ms();
+	double hold_at, drop_at = opt.reconnect_mute ? t0 + (double)opt.drop_ms : -1;
+	double deadline;
 	char h[192];
-	unsigned long nmsg = 0;
+	unsigned long nmsg = 0, napdu = 0;
+	int mute = opt.mute_atr || opt.reconnect_mute, asked = 0;
+
+	if (first_connect < 0 || !opt.reconnect_mute)
+		first_connect = t0;
+	hold_at = opt.hold_ms >= 0 ? first_connect + (double)opt.hold_ms : -1;
+	deadline = hold_at < 0 ? drop_at : drop_at < 0 || hold_at < drop_at ? hold_at : drop_at;
+	if (mute)
+		vlog("%s", opt.mute_atr ? "mute: answering nothing" : "withholding the ATR");
 
 	for (;;) {
 		uint8_t hdr[2];
 		size_t len;
-		int r = read_full(fd, hdr, 2, hold_at);
+		int r = read_full(fd, hdr, 2, deadline);
 		if (r >= 0)
-			return (enum outcome)r;
+			return (enum outcome)expired(r, drop_at);
 		len = (size_t)hdr[0] << 8 | hdr[1];
 		if (len == 0) {
 			msg("protocol error: message of length 0 from the reader; closing");
 			return O_PROTOCOL;
 		}
-		r = read_full(fd, inbuf, len, hold_at);
+		r = read_full(fd, inbuf, len, deadline);
 		if (r >= 0)
-			return (enum outcome)r;
+			return (enum outcome)expired(r, drop_at);
 		nmsg++;
+
+		if (len >= 2 || inbuf[0] == 4) {
+			/* A request that wants an answer. */
+			if (opt.reconnect_mute && opt.withhold_ms == 0) {
+				vlog("<- %s: dropping the connection", len >= 2 ? "APDU" : "get ATR");
+				return O_DROP;
+			}
+			if (opt.reconnect_mute && !asked) {
+				/* the first request: the connection has withhold_ms left */
+				asked = 1;
+				drop_at = now_ms() + (double)opt.withhold_ms;
+				if (hold_at < 0 || drop_at < hold_at)
+					deadline = drop_at;
+				vlog("<- %s: dropping the connection in %ld ms",
+				     len >= 2 ? "APDU" : "get ATR", opt.withhold_ms);
+				continue;
+			}
+			if (!mute && len >= 2 && opt.silent_after >= 0 &&
+			    napdu >= (unsigned long)opt.silent_after) {
+				vlog("silent after %lu APDUs: answering nothing from now on", napdu);
+				mute = 1;
+			}
+			if (mute) {
+				vlog("<- %s (not answered)", len >= 2 ? "APDU" : "get ATR");
+				continue;
+			}
+		}
 
 		if (len == 1) {
 			switch (inbuf[0]) {
@@ -426,6 +491,7 @@ static enum outcome serve(int fd)
 
 		{
 			long rl;
+			napdu++;
 			vlog("<- APDU %s", hex(inbuf, len, h, sizeof h));
 			rl = answer_apdu(inbuf, len);
 			if (rl < 0)
@@ -589,11 +655,26 @@ static const char *atr_problem(const uint8_t *a, size_t n)
 	return NULL;
 }
 
+/* A count or a time in ms (0 or more) for option name; 0, or -1 after the message. */
+static int count_arg(const char *name, long *out)
+{
+	char *end;
+	long v = strtol(optarg, &end, 10);
+	if (*end || *optarg == '\0' || v < 0) {
+		fprintf(stderr, "vcard: bad %s '%s'\n", name, optarg);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: vcard [-H host] [-P port] [--atr HEX] [--retry] [-t seconds]\n"
 		"             [--hold-ms N] [--away-ms N] [--pidfile FILE] [--no-quickack] [-v]\n"
+		"             [--mute-atr | --silent-after N |\n"
+		"              --reconnect-mute [--drop-ms N] [--withhold-ms N]]\n"
 		"  -H, --host HOST     vpcd host (default 127.0.0.1)\n"
 		"  -P, --port PORT     vpcd reader port (default 35963; slot 1 is PORT+1)\n"
 		"      --atr HEX       ATR to report (default 3B 8E 01 43 61 6C 61 69 73 54 65 73 74\n"
@@ -607,6 +688,17 @@ static void usage(FILE *f)
 		"      --pidfile FILE  write our PID there (removed at exit)\n"
 		"      --no-quickack   do not re-arm TCP_QUICKACK (reproduces vicc's ~40 ms stall)\n"
 		"  -v, --verbose       log every message to stderr\n"
+		"faults (at most one):\n"
+		"      --mute-atr      connect, then answer nothing (GET ATR included); stay\n"
+		"                      connected until killed, --hold-ms or the reader's close\n"
+		"      --silent-after N  answer GET ATR and the first N APDUs of each connection,\n"
+		"                      then read everything and answer nothing\n"
+		"      --reconnect-mute  connect, withhold the ATR, drop the connection at the\n"
+		"                      reader's first request (GET ATR) or after --drop-ms, and\n"
+		"                      connect again, in a loop (--hold-ms: from the first connect)\n"
+		"      --drop-ms N     --reconnect-mute's connection without a request (default 1000)\n"
+		"      --withhold-ms N  --reconnect-mute: drop N ms after the first request\n"
+		"                      instead of at once (default 0)\n"
 		"APDUs: 00A404xx SELECT -> 9000; 80EE echo; 80EF P1P2 source; 80DD P1 sleep P1*10 ms;\n"
 		"others 6D00. Signals: TERM/INT exit 0; USR1 removes the card (--retry: re-insert).\n"
 		"Exit: 0 terminated/removed/reader gone, 1 could not connect, 2 usage, 3 protocol error.\n");
@@ -625,6 +717,11 @@ int main(int argc, char **argv)
 		{ "pidfile", required_argument, NULL, 'p' },
 		{ "no-quickack", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "mute-atr", no_argument, NULL, 'M' },
+		{ "silent-after", required_argument, NULL, 'S' },
+		{ "reconnect-mute", no_argument, NULL, 'R' },
+		{ "drop-ms", required_argument, NULL, 'D' },
+		{ "withhold-ms", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -670,18 +767,12 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'o':
-			opt.hold_ms = strtol(optarg, &end, 10);
-			if (*end || opt.hold_ms < 0) {
-				fprintf(stderr, "vcard: bad --hold-ms '%s'\n", optarg);
+			if (count_arg("--hold-ms", &opt.hold_ms) < 0)
 				return 2;
-			}
 			break;
 		case 'w':
-			opt.away_ms = strtol(optarg, &end, 10);
-			if (*end || opt.away_ms < 0) {
-				fprintf(stderr, "vcard: bad --away-ms '%s'\n", optarg);
+			if (count_arg("--away-ms", &opt.away_ms) < 0)
 				return 2;
-			}
 			break;
 		case 'p':
 			opt.pidfile = optarg;
@@ -691,6 +782,24 @@ int main(int argc, char **argv)
 			break;
 		case 'v':
 			opt.verbose = 1;
+			break;
+		case 'M':
+			opt.mute_atr = 1;
+			break;
+		case 'S':
+			if (count_arg("--silent-after", &opt.silent_after) < 0)
+				return 2;
+			break;
+		case 'R':
+			opt.reconnect_mute = 1;
+			break;
+		case 'D':
+			if (count_arg("--drop-ms", &opt.drop_ms) < 0)
+				return 2;
+			break;
+		case 'W':
+			if (count_arg("--withhold-ms", &opt.withhold_ms) < 0)
+				return 2;
 			break;
 		case 'h':
 			usage(stdout);
@@ -702,6 +811,10 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc) {
 		usage(stderr);
+		return 2;
+	}
+	if (opt.mute_atr + opt.reconnect_mute + (opt.silent_after >= 0) > 1) {
+		fprintf(stderr, "vcard: --mute-atr, --silent-after and --reconnect-mute exclude each other\n");
 		return 2;
 	}
 	{
@@ -759,6 +872,10 @@ int main(int argc, char **argv)
 		if (o == O_HOLD) {
 			vlog("hold time (%ld ms) over: card removed", opt.hold_ms);
 			break;
+		}
+		if (o == O_DROP) {
+			reconnects++;
+			continue; /* at once: the loop is the fault */
 		}
 		if (o == O_REMOVED) {
 			got_usr1 = 0;

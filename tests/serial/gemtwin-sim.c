@@ -34,6 +34,9 @@
  *   --frame-timeout MS  a frame left incomplete for MS ms is NAKed (default 500)
  *   --t1-max-inf N      the T=1 card sends at most N INF bytes per block (default
  *                       254; the host's IFSD also limits it)
+ *   --wtx-storm         the T=1 card answers WAIT with S(WTX) requests, forever
+ *   --mute-power-on     IccPowerOn is echoed and never answered (a mute card the
+ *                       reader keeps waiting on); other commands are answered
  *   -v                  log every frame (and what it means) to stderr
  * Numbering: "answer" = a CCID response frame (echoes, NAKs, notifications and
  * time-extension frames are not counted), "host frame" = a well-formed frame from
@@ -51,6 +54,8 @@
  *   ECHO        80 EE 00 00 Lc data [Le]  -> data (case 4) / nothing (case 3), 90 00
  *   WAIT        80 E5 00 00               -> 90 00 after a T=1 S(WTX) request / a T=0
  *                                            time-request byte 0x80 from the reader
+ *   HANG        80 E6 00 00               -> no answer: the XfrBlock stays unanswered,
+ *                                            and so does every one until the next reset
  *   anything else                         -> 6D 00
  * T=1 card: IFSC 32, LRC, answers I-blocks (chaining both ways), R-blocks
  * (retransmission / next chained block), S(IFS), S(RESYNCH), S(ABORT), S(WTX).
@@ -109,7 +114,7 @@ static struct {
     const char *firmware;
     int async_notify;
     long nak_nth, bad_lrc_nth, garbage_nth, time_ext_nth, silent_after;
-    int no_echo;
+    int no_echo, mute_power_on;
     long delay_ms, frame_timeout_ms;
 } opt = {
     .firmware = "GemTwin V2.31-Calais-sim",
@@ -300,6 +305,10 @@ static void handle_command(const uint8_t *c, size_t n)
 
     switch (c[0]) {
     case PC_IccPowerOn:
+        if (opt.mute_power_on && present) {
+            sim_logf("IccPowerOn left unanswered (--mute-power-on)");
+            return;
+        }
         if (!present) {
             len = hdr(a, RDR_DataBlock, c, 0, CMD_FAILED | ICC_ABSENT, 0xFE, 0);
             break;
@@ -392,6 +401,10 @@ static void handle_command(const uint8_t *c, size_t n)
             break;
         }
         pps_allowed = 0;
+        if (card.hang) {
+            sim_logf("card: mute since HANG, XfrBlock left unanswered");
+            return;
+        }
         if (common.card == SIM_CARD_T1) {
             rl = simcard_t1_block(&card, d, dlen, r);
         } else {
@@ -399,6 +412,10 @@ static void handle_command(const uint8_t *c, size_t n)
             rl = simcard_t0_tpdu(&card, d, dlen, r, &wait);
             if (wait)
                 pre_time_request = 1;
+        }
+        if (card.hang) {
+            sim_logf("card: HANG, XfrBlock left unanswered");
+            return;
         }
         memcpy(a + 10, r, rl);
         len = hdr(a, RDR_DataBlock, c, rl, ICC_ACTIVE, 0, 0);
@@ -555,7 +572,8 @@ static _Noreturn void usage(void)
             "usage: gemtwin-sim [--card t0|t1|none] [--absent] [--atr HEX] [--link PATH]\n"
             "         [--firmware STR] [--async-notify] [--nak-first] [--nak N] [--no-echo]\n"
             "         [--bad-lrc N] [--garbage N] [--time-ext N] [--silent-after N]\n"
-            "         [--delay MS] [--frame-timeout MS] [--t1-max-inf N] [-v]\n"
+            "         [--delay MS] [--frame-timeout MS] [--t1-max-inf N] [--wtx-storm]\n"
+            "         [--mute-power-on] [-v]\n"
             "Prints 'PTY /dev/pts/N'; SIGUSR1 removes the card, SIGUSR2 inserts it.\n");
     exit(2);
 }
@@ -576,6 +594,8 @@ static int option(int argc, char **argv, int *i)
         opt.nak_nth = 1;
     else if (!strcmp(a, "--nak"))
         opt.nak_nth = sim_num_arg(argc, argv, i, LONG_MAX);
+    else if (!strcmp(a, "--mute-power-on"))
+        opt.mute_power_on = 1;
     else if (!strcmp(a, "--no-echo"))
         opt.no_echo = 1;
     else if (!strcmp(a, "--bad-lrc"))
@@ -608,6 +628,7 @@ int main(int argc, char **argv)
     notify_on = opt.async_notify;
     simcard_init(&card);
     card.t1_max_inf = common.t1_max_inf;
+    card.t1_wtx_storm = common.wtx_storm;
     card_reset_state();
     default_params();
 

@@ -40,6 +40,7 @@
  *   --procedure-single  T=0 incoming data: procedure byte ~INS before every byte
  *   --t1-max-inf N      the T=1 card sends at most N INF bytes per block (default
  *                       254; the host's IFSD, 32 until S(IFS), also limits it)
+ *   --wtx-storm         the T=1 card answers WAIT with S(WTX) requests, forever
  *   -v                  log every exchange (and what it means) to stderr
  * Faults ("answer" = a T=0 command the card starts answering, from its 5-byte header,
  * or a T=1 block the card sends; ATR and PPS are not counted; counts from 1):
@@ -549,6 +550,11 @@ static void t0_header(void)
     case SIMCARD_T0_OUT:
     case SIMCARD_T0_NODATA:
         rl = simcard_t0_tpdu(&card, rxb, 5, r, &wait);
+        if (card.hang) {
+            sim_logf("card: HANG, mute until the next reset");
+            phase = PH_DEAD;
+            break;
+        }
         if (wait) {
             int i;
             static const uint8_t nul = 0x60;
@@ -627,6 +633,11 @@ static void t1_got_block(void)
     sim_loghex(what, rxb, rxn);
     n = simcard_t1_block(&card, rxb, rxn, out);
     rxn = 0;
+    if (card.hang) {
+        sim_logf("card: HANG, mute until the next reset");
+        phase = PH_DEAD;
+        return;
+    }
     if (!answer_begin())
         return;
     t1_describe(out, n, d, sizeof d);
@@ -737,6 +748,7 @@ static _Noreturn void usage(void)
             "usage: phoenix-sim [--card t0|t1|none] [--absent] [--convention direct|inverse]\n"
             "         [--atr HEX] [--clock-khz N] [--link PATH] [--state-file PATH]\n"
             "         [--pps-refuse | --pps-mute] [--procedure-single] [--t1-max-inf N]\n"
+            "         [--wtx-storm]\n"
             "         [--mute] [--no-echo] [--bad-echo N] [--silent-after N] [--garbage N]\n"
             "         [--bad-edc N] [--atr-garbage] [--slow-atr MS] [-v]\n"
             "Prints 'PTY /dev/pts/N'; a flush of the pty resets the card;\n"
@@ -898,6 +910,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "phoenix-sim: warning: ATR: %s\n", bad);
     simcard_init(&card);
     card.t1_max_inf = common.t1_max_inf;
+    card.t1_wtx_storm = common.wtx_storm;
     present = !(common.absent || common.card_none);
     phase = PH_OFF;
 

@@ -21,6 +21,7 @@ void simcard_reset(struct simcard *sc)
     memset(&sc->t1, 0, sizeof sc->t1);
     sc->t1.ifsd = 32;           /* ISO 7816-3 default until S(IFS request) */
     sc->t0_pending_len = 0;
+    sc->hang = 0;
 }
 
 static uint8_t next_random(struct simcard *sc)
@@ -68,6 +69,9 @@ uint16_t simcard_app(struct simcard *sc, const uint8_t *c, size_t lc, const uint
         *dlen = lc;
         return 0x9000;
     case 0xE5: /* WAIT: the protocol layer adds the time extension */
+        return 0x9000;
+    case 0xE6: /* HANG: the card stops answering (the simulators check sc->hang) */
+        sc->hang = 1;
         return 0x9000;
     default:
         return 0x6D00;
@@ -396,6 +400,11 @@ size_t simcard_t1_block(struct simcard *sc, const uint8_t *b, size_t n, uint8_t 
         sc->t1.tx_active = 0;
         return t1_make(sc, out, nad, 0xE2, NULL, 0);
     case 0xE3:
+        if (sc->t1.wtx_pending && sc->t1_wtx_storm) {
+            uint8_t mult = 1;
+            simcard_log("T=1 card: S(WTX response), and another S(WTX request) (storm)");
+            return t1_make(sc, out, nad, 0xC3, &mult, 1);
+        }
         if (sc->t1.wtx_pending) {
             sc->t1.wtx_pending = 0;
             simcard_log("T=1 card: S(WTX response), sending the answer");

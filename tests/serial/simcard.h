@@ -13,6 +13,8 @@
  *   ECHO          80 EE 00 00 Lc data [Le] -> data (case 4) / nothing (case 3), 90 00
  *   WAIT          80 E5 00 00              -> 90 00, after a time extension (T=1:
  *                                             S(WTX request); T=0: up to the reader)
+ *   HANG          80 E6 00 00              -> nothing: the card is mute until reset
+ *                                             (sc->hang set; the reader stays silent)
  *   anything else                          -> 6D 00
  */
 #ifndef SIMCARD_H
@@ -29,6 +31,8 @@ struct simcard {
     int t1_max_inf;     /* the card sends at most this many INF bytes per block */
     int t1_ifsc;        /* largest INF the card accepts; 0: not checked */
     int t1_crc;         /* T=1 EDC is a CRC (TC3 bit 0) instead of an LRC */
+    int t1_wtx_storm;   /* T=1 WAIT: every S(WTX response) gets another S(WTX request) */
+    int hang;           /* HANG was received: the card is mute until its next reset */
 
     uint32_t rng;
     /* T=0: the answer waiting for GET RESPONSE */

@@ -183,6 +183,10 @@ static int common_opt(int argc, char **argv, int *i, struct sim_opts *o)
         o->absent = 1;
         return 1;
     }
+    if (!strcmp(a, "--wtx-storm")) {
+        o->wtx_storm = 1;
+        return 1;
+    }
     if (!strcmp(a, "--t1-max-inf")) {
         o->t1_max_inf = (int)sim_num_arg(argc, argv, i, LONG_MAX);
         if (o->t1_max_inf < 1 || o->t1_max_inf > 254)

@@ -51,6 +51,7 @@ struct sim_opts {
     size_t atr_len;                 /* 0: no --atr */
     const char *link;
     int t1_max_inf;
+    int wtx_storm;      /* --wtx-storm: T=1 WAIT answered by S(WTX) requests forever */
 };
 /* The command line: the options above into o (defaults: a T=1 card, T=1 blocks of
  * up to 254 INF bytes), -v, and the program's own through own_opt, which returns 0
