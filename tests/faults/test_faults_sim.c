@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The fault matrix's row for the simulated backend: a mute or slow card at power-up, a
  * card silent in mid-exchange (ended by the exchange limit), the reader unplugged and the
- * card pulled in mid-exchange and in mid-transaction, and calais_shutdown() during an
- * exchange and during a power-up. Each checks the faulty call's code and bound, and that
+ * card pulled in mid-exchange and in mid-transaction, calais_shutdown() during an
+ * exchange and during a power-up, and a Connect's own slow power-up ended by the
+ * shutdown, the card pulled or the reader unplugged. Each checks the faulty call's code and bound, and that
  * a second reader of the same manager shows an insertion within 50 ms while the faulty
  * reader is stuck (faults.h). The sim backend exchanges APDUs, so it has no T=1 or CCID
  * layer whose WTX or time-extension storm could be simulated: that row is not its. */
