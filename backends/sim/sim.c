@@ -11,14 +11,26 @@
  * be exercised without hardware. */
 #define SIM_CTL_ECHO SCARD_CTL_CODE(3500)
 
+/* The user's handle on a reader. It lives as long as the reader (freed by close() after
+ * an unplug) or, at shutdown, until exit(). Guarded by sim_priv.lock. */
 struct calais_sim_reader {
-	struct calais_sim_reader *next; /* instance list; sim_priv.lock */
+	struct calais_sim_reader *next; /* instance list */
 	calais_reader *reader;
-	bool unplugged;
+	unsigned index;  /* unique in the instance: tells this handle from a later one */
+	bool unplugged;  /* calais_sim_reader_unplug() began: the user's API refuses it */
+	/* The core was told (calais_reader_remove()): calls in progress now end with
+	 * SCARD_E_READER_UNAVAILABLE. Not before: the core answers that code by removing
+	 * and closing the reader itself, which would free it under the unplugging thread. */
+	bool gone;
+	/* This reader's waits (latency, ATR delay, silence, busy reaching zero) sleep here,
+	 * so one reader's events wake only its own waits. */
+	calais__cond_t cond;
 };
 
 /* Per reader, in the core's private block. Card fields are guarded by the instance's
- * lock; apdu() runs without it (busy keeps the card alive meanwhile). */
+ * lock; apdu() and reset() run without it (busy keeps the card alive meanwhile), and
+ * every wait on the card sleeps on handle->cond, releasing the lock: no lock is held
+ * across one reader's simulated I/O, so readers never wait for each other. */
 struct sim_reader_priv {
 	struct calais_sim_reader *handle;
 	unsigned index;
@@ -28,13 +40,13 @@ struct sim_reader_priv {
 	uint8_t atr[MAX_ATR_SIZE];
 	void *state;      /* per-insertion state block (card.state_size) */
 	unsigned busy;    /* apdu()/reset() calls in progress on the card */
-	bool cancel;      /* cancel() asked the latency wait to stop */
-	uint64_t card_gen; /* bumped at every insertion and removal */
+	bool cancel;      /* cancel() asked the call in progress to stop */
+	uint64_t card_gen; /* bumped at every insertion and removal, and at unplug */
+	uint32_t answered; /* APDUs answered since the last power-up (card.silent) */
 };
 
 struct sim_priv {
 	calais__mutex_t lock;
-	calais__cond_t cond; /* card removal, cancel, busy reaching zero */
 	struct calais_sim_reader *readers;
 	unsigned next_index;
 	calais_backend_instance *bi;
@@ -58,11 +70,18 @@ static void drop_card(struct sim_reader_priv *p)
 	p->card_gen++;
 }
 
+static void free_handle(struct calais_sim_reader *h)
+{
+	calais__cond_destroy(&h->cond);
+	free(h);
+}
+
 static LONG add_reader(struct sim_priv *sp, const char *name, calais_sim_reader **out)
 {
 	struct calais_sim_reader *h = calloc(1, sizeof(*h));
 	if (!h)
 		return SCARD_E_NO_MEMORY;
+	calais__cond_init(&h->cond);
 
 	calais__mutex_lock(&sp->lock);
 	unsigned index = sp->next_index++;
@@ -81,13 +100,14 @@ static LONG add_reader(struct sim_priv *sp, const char *name, calais_sim_reader 
 	calais_reader *r;
 	LONG rv = calais_reader_new(sp->bi, &d, &r);
 	if (rv != SCARD_S_SUCCESS) {
-		free(h);
+		free_handle(h);
 		return rv;
 	}
 	struct sim_reader_priv *p = calais_reader_priv(r);
 	p->handle = h;
 	p->index = index;
 	h->reader = r;
+	h->index = index;
 
 	calais__mutex_lock(&sp->lock);
 	h->next = sp->readers;
@@ -104,7 +124,7 @@ static LONG add_reader(struct sim_priv *sp, const char *name, calais_sim_reader 
 				break;
 			}
 		calais__mutex_unlock(&sp->lock);
-		free(h);
+		free_handle(h);
 		return rv;
 	}
 	if (out)
@@ -116,7 +136,6 @@ static LONG sim_init(calais_backend_instance *bi)
 {
 	struct sim_priv *sp = calais_backend_priv(bi);
 	calais__mutex_init(&sp->lock);
-	calais__cond_init(&sp->cond);
 	sp->bi = bi;
 	calais__mutex_lock(&instance_lock);
 	running = sp;
@@ -149,9 +168,8 @@ static void sim_exit(calais_backend_instance *bi)
 	while (sp->readers) {
 		struct calais_sim_reader *h = sp->readers;
 		sp->readers = h->next;
-		free(h);
+		free_handle(h);
 	}
-	calais__cond_destroy(&sp->cond);
 	calais__mutex_destroy(&sp->lock);
 }
 
@@ -166,7 +184,7 @@ static void sim_close(calais_reader *r)
 	struct sim_reader_priv *p = calais_reader_priv(r);
 	calais__mutex_lock(&sp->lock);
 	while (p->busy)
-		calais__cond_wait(&sp->cond, &sp->lock);
+		calais__cond_wait(&p->handle->cond, &sp->lock);
 	drop_card(p);
 	if (p->handle) {
 		/* Unplugged by the user: the handle goes with the reader. Otherwise (shutdown)
@@ -177,13 +195,35 @@ static void sim_close(calais_reader *r)
 					*pp = p->handle->next;
 					break;
 				}
-			free(p->handle);
+			free_handle(p->handle);
 		} else {
 			p->handle->reader = NULL;
 		}
 		p->handle = NULL;
 	}
 	calais__mutex_unlock(&sp->lock);
+}
+
+/* Waits, with the instance lock held (released while asleep), until the card of
+ * generation gen is removed, the reader unplugged, cancel() called, or deadline_ms
+ * passes (0: no deadline). Returns what ended the wait: SCARD_W_REMOVED_CARD,
+ * SCARD_E_READER_UNAVAILABLE, SCARD_E_CANCELLED, or SCARD_E_TIMEOUT at the deadline. Every
+ * one of these events broadcasts handle->cond, so the wait needs no polling. */
+static LONG wait_card(struct sim_priv *sp, struct sim_reader_priv *p, uint64_t gen,
+                      uint64_t deadline_ms)
+{
+	for (;;) {
+		if (p->handle->gone)
+			return SCARD_E_READER_UNAVAILABLE;
+		if (p->card_gen != gen)
+			return SCARD_W_REMOVED_CARD;
+		if (p->cancel)
+			return SCARD_E_CANCELLED;
+		if (!deadline_ms)
+			calais__cond_wait(&p->handle->cond, &sp->lock);
+		else if (!calais__cond_wait_until(&p->handle->cond, &sp->lock, deadline_ms))
+			return SCARD_E_TIMEOUT;
+	}
 }
 
 static LONG sim_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_len)
@@ -193,12 +233,23 @@ static LONG sim_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_
 	(void)warm;
 
 	calais__mutex_lock(&sp->lock);
+	/* A cancel() meant for the previous call must not end this one. */
+	p->cancel = false;
+	p->powered = false;
 	if (!p->has_card) {
 		calais__mutex_unlock(&sp->lock);
 		return SCARD_E_NO_SMARTCARD;
 	}
+	if (p->card.atr_delay_ms) {
+		/* Pulled while its ATR is awaited: this power-up fails, as a reader's does; a
+		 * card inserted meanwhile gets a power-up of its own from the core. */
+		LONG rv = wait_card(sp, p, p->card_gen, calais__now_ms() + p->card.atr_delay_ms);
+		if (rv != SCARD_E_TIMEOUT) {
+			calais__mutex_unlock(&sp->lock);
+			return rv;
+		}
+	}
 	if (p->card.mute) {
-		p->powered = false;
 		calais__mutex_unlock(&sp->lock);
 		return SCARD_W_UNRESPONSIVE_CARD;
 	}
@@ -212,14 +263,17 @@ static LONG sim_power_on(calais_reader *r, bool warm, uint8_t *atr, size_t *atr_
 
 	calais__mutex_lock(&sp->lock);
 	p->busy--;
-	calais__cond_broadcast(&sp->cond);
+	calais__cond_broadcast(&p->handle->cond);
 	LONG rv = SCARD_S_SUCCESS;
-	if (!p->has_card) {
+	if (p->handle->gone) {
+		rv = SCARD_E_READER_UNAVAILABLE;
+	} else if (!p->has_card) {
 		rv = SCARD_E_NO_SMARTCARD;
 	} else {
 		memcpy(atr, p->atr, p->card.atr_len);
 		*atr_len = p->card.atr_len;
 		p->powered = true;
+		p->answered = 0;
 	}
 	calais__mutex_unlock(&sp->lock);
 	return rv;
@@ -241,9 +295,16 @@ static LONG sim_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx,
 	struct sim_priv *sp = priv_of(r);
 	struct sim_reader_priv *p = calais_reader_priv(r);
 	(void)protocol;
-	(void)timeout_ms;
+	/* The exchange limit bounds the whole exchange; 0 (from an older core) means none. */
+	uint64_t limit = timeout_ms ? calais__now_ms() + timeout_ms : 0;
 
 	calais__mutex_lock(&sp->lock);
+	/* A cancel() meant for the previous call must not end this one. */
+	p->cancel = false;
+	if (p->handle->gone) {
+		calais__mutex_unlock(&sp->lock);
+		return SCARD_E_READER_UNAVAILABLE;
+	}
 	if (!p->has_card) {
 		calais__mutex_unlock(&sp->lock);
 		return SCARD_W_REMOVED_CARD;
@@ -253,23 +314,25 @@ static LONG sim_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx,
 		return SCARD_W_UNPOWERED_CARD;
 	}
 	uint64_t gen = p->card_gen;
-	p->cancel = false;
+	if (p->card.silent && p->answered >= p->card.silent_after) {
+		/* A hung card: no answer, ever; only the end of the card, the reader, the call
+		 * or the exchange limit ends the wait. */
+		LONG rv = wait_card(sp, p, gen, limit);
+		calais__mutex_unlock(&sp->lock);
+		return rv;
+	}
 	if (p->card.latency_us) {
 		/* Latency is waited on the condition variable, so a removal or a cancel
 		 * ends it at once, as a real reader reports a card pulled mid-exchange. */
-		uint64_t deadline = calais__now_ms() + (p->card.latency_us + 999u) / 1000u;
-		while (p->card_gen == gen && !p->cancel &&
-		       calais__cond_wait_until(&sp->cond, &sp->lock, deadline))
-			;
-		if (p->card_gen != gen) {
+		uint64_t until = calais__now_ms() + ((uint64_t)p->card.latency_us + 999u) / 1000u;
+		bool limited = limit && limit < until;
+		LONG rv = wait_card(sp, p, gen, limited ? limit : until);
+		if (rv != SCARD_E_TIMEOUT || limited) {
 			calais__mutex_unlock(&sp->lock);
-			return SCARD_W_REMOVED_CARD;
-		}
-		if (p->cancel) {
-			calais__mutex_unlock(&sp->lock);
-			return SCARD_E_CANCELLED;
+			return rv;
 		}
 	}
+	p->answered++;
 	calais_sim_apdu_fn fn = p->card.apdu;
 	void *user = card_user(p);
 	p->busy++;
@@ -298,8 +361,10 @@ static LONG sim_transmit(calais_reader *r, uint32_t protocol, const uint8_t *tx,
 
 	calais__mutex_lock(&sp->lock);
 	p->busy--;
-	calais__cond_broadcast(&sp->cond);
-	if (rv == SCARD_S_SUCCESS && p->card_gen != gen)
+	calais__cond_broadcast(&p->handle->cond);
+	if (rv == SCARD_S_SUCCESS && p->handle->gone)
+		rv = SCARD_E_READER_UNAVAILABLE;
+	else if (rv == SCARD_S_SUCCESS && p->card_gen != gen)
 		rv = SCARD_W_REMOVED_CARD;
 	calais__mutex_unlock(&sp->lock);
 	return rv;
@@ -345,13 +410,17 @@ static LONG sim_slot_status(calais_reader *r, bool *present)
 	return SCARD_S_SUCCESS;
 }
 
+/* Called without the reader's I/O lock, while a call may be waiting on the card: only
+ * the instance lock, held briefly (the waits release it while asleep). */
 static void sim_cancel(calais_reader *r)
 {
 	struct sim_priv *sp = priv_of(r);
 	struct sim_reader_priv *p = calais_reader_priv(r);
 	calais__mutex_lock(&sp->lock);
-	p->cancel = true;
-	calais__cond_broadcast(&sp->cond);
+	if (p->handle) {
+		p->cancel = true;
+		calais__cond_broadcast(&p->handle->cond);
+	}
 	calais__mutex_unlock(&sp->lock);
 }
 
@@ -452,6 +521,7 @@ LONG calais_sim_card_insert(calais_sim_reader *h, const struct calais_sim_card *
 	p->state = state;
 	p->has_card = true;
 	p->powered = false;
+	p->answered = 0;
 	p->card_gen++;
 	calais__mutex_unlock(&sp->lock);
 	/* Reported without the instance lock: the core may call back into power_on(). */
@@ -474,9 +544,9 @@ LONG calais_sim_card_remove(calais_sim_reader *h)
 	/* Wake a latency wait first, then wait for a running apdu() to finish with the
 	 * card's state before it is freed. */
 	p->card_gen++;
-	calais__cond_broadcast(&sp->cond);
+	calais__cond_broadcast(&h->cond);
 	while (p->busy)
-		calais__cond_wait(&sp->cond, &sp->lock);
+		calais__cond_wait(&h->cond, &sp->lock);
 	drop_card(p);
 	calais__mutex_unlock(&sp->lock);
 	calais_reader_card_event(r, false);
@@ -491,11 +561,22 @@ LONG calais_sim_reader_unplug(calais_sim_reader *h)
 		return rv;
 	h->unplugged = true;
 	calais_reader *r = h->reader;
-	struct sim_reader_priv *p = calais_reader_priv(r);
-	p->card_gen++;
-	calais__cond_broadcast(&sp->cond);
+	unsigned index = h->index;
 	calais__mutex_unlock(&sp->lock);
-	/* The core calls close() later from its worker; close() frees the handle. */
+	/* The core then calls close(), which frees the handle, once no call is in progress
+	 * on the reader; a call in progress may be waiting on the card. */
 	calais_reader_remove(r);
+	/* Ends those waits. The handle may be gone already (no call was in progress and
+	 * close() ran): it is used only if it is still listed, under the same index. */
+	calais__mutex_lock(&sp->lock);
+	for (struct calais_sim_reader *it = sp->readers; it; it = it->next)
+		if (it == h && it->index == index && it->reader) {
+			h->gone = true;
+			struct sim_reader_priv *p = calais_reader_priv(h->reader);
+			p->card_gen++;
+			calais__cond_broadcast(&h->cond);
+			break;
+		}
+	calais__mutex_unlock(&sp->lock);
 	return SCARD_S_SUCCESS;
 }

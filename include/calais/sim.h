@@ -45,9 +45,26 @@ typedef struct calais_sim_reader calais_sim_reader;
 typedef LONG (*calais_sim_apdu_fn)(void *user, const uint8_t *apdu, size_t apdu_len,
                                    uint8_t *resp, size_t *resp_len);
 
-/** A simulated card. Copied by calais_sim_card_insert(), except @c user. */
+/**
+ * @brief A simulated card. Copied by calais_sim_card_insert(), except @c user.
+ *
+ * Zero every member you do not set (a designated initialiser does): a zero member
+ * leaves its behaviour off. Members are only ever appended, each marked with the
+ * version that added it, so an initialiser written for an older sim.h describes the
+ * same card. The library copies the whole struct as this header declares it: build
+ * against the sim.h of the library you link (the library is static, so that is the
+ * case unless headers and library come from different installs).
+ *
+ * The fault knobs (@c latency_us, @c mute, @c atr_delay_ms, @c silent) simulate slow,
+ * mute and hung cards. Every wait they cause ends early, without the card answering,
+ * when the card is removed (SCARD_W_REMOVED_CARD), the reader is unplugged
+ * (SCARD_E_READER_UNAVAILABLE), the library cancels the call (at calais_shutdown(), whose
+ * callers in a call get SCARD_E_NO_SERVICE), or the exchange limit passes
+ * (calais_config.exchange_timeout_ms or CALAIS_EXCHANGE_TIMEOUT_MS, 300 s by default: an
+ * APDU then ends with SCARD_E_TIMEOUT, and a power-up fails, the card shown mute).
+ */
 struct calais_sim_card {
-	/** The ATR (1 to 33 bytes). */
+	/** The ATR (2 to 33 bytes). */
 	const uint8_t *atr;
 	size_t atr_len;
 	/** Answers APDUs; mandatory. */
@@ -60,10 +77,30 @@ struct calais_sim_card {
 	 *  passed to apdu() and reset() instead of @c user (per-card state, freed at
 	 *  removal): the same description can then be inserted in several readers. */
 	size_t state_size;
-	/** Delay before each response, in microseconds (simulated card latency). */
+	/** Delay before each response, in microseconds (simulated card latency). A
+	 *  latency longer than the exchange limit ends the APDU at the limit with
+	 *  SCARD_E_TIMEOUT. */
 	uint32_t latency_us;
-	/** A mute card: power-up fails (SCARD_W_UNRESPONSIVE_CARD), state MUTE. */
+	/** A mute card: power-up fails (SCARD_W_UNRESPONSIVE_CARD, after @c atr_delay_ms
+	 *  when set), state MUTE. */
 	bool mute;
+	/** Delay before the ATR at each power-up and reset, in milliseconds (a slow card,
+	 *  or with @c mute a card that the reader takes this long to declare mute). A delay
+	 *  past the exchange limit makes the card mute.
+	 *  Since 0.2, `CALAIS_VERSION >= CALAIS_MAKE_VERSION(0, 2, 0)`. */
+	uint32_t atr_delay_ms;
+	/** A card that goes silent in mid-exchange: after answering @c silent_after APDUs
+	 *  following each power-up or reset, it stops answering; every later APDU waits
+	 *  with no answer until the card is removed, the reader unplugged, the call
+	 *  cancelled or the exchange limit passes (see above). A reset (SCardReconnect()
+	 *  with SCARD_RESET_CARD or SCARD_UNPOWER_CARD) revives it for another
+	 *  @c silent_after APDUs, as a reset revives a card stuck in a loop.
+	 *  Since 0.2, `CALAIS_VERSION >= CALAIS_MAKE_VERSION(0, 2, 0)`. */
+	bool silent;
+	/** With @c silent: how many APDUs the card answers after each power-up before it
+	 *  goes silent (0: none).
+	 *  Since 0.2, `CALAIS_VERSION >= CALAIS_MAKE_VERSION(0, 2, 0)`. */
+	uint32_t silent_after;
 };
 
 /**
@@ -88,14 +125,16 @@ CALAIS_API LONG calais_sim_card_insert(calais_sim_reader *r, const struct calais
 
 /**
  * @brief Removes the card. Handles on it get SCARD_W_REMOVED_CARD; an APDU in progress
- * returns SCARD_W_REMOVED_CARD.
+ * returns SCARD_W_REMOVED_CARD (at once, even while the card is slow or silent).
  * @returns SCARD_S_SUCCESS; SCARD_E_NO_SMARTCARD (no card).
  */
 CALAIS_API LONG calais_sim_card_remove(calais_sim_reader *r);
 
 /**
  * @brief Unplugs the reader: it disappears from the reader list, handles on it get
- * SCARD_E_READER_UNAVAILABLE, `\\?PnP?\Notification` waiters are woken. @p r is freed.
+ * SCARD_E_READER_UNAVAILABLE, `\\?PnP?\Notification` waiters are woken; an APDU or a
+ * power-up waiting on a slow or silent card returns SCARD_E_READER_UNAVAILABLE at once.
+ * @p r is freed.
  */
 CALAIS_API LONG calais_sim_reader_unplug(calais_sim_reader *r);
 
