@@ -162,7 +162,8 @@ static LONG prepare_card(struct calais_reader *r, DWORD preferred, DWORD *active
 		LONG rv = calais__reader_power_up(r);
 		calais__mutex_lock(&M->lock);
 		if (rv != SCARD_S_SUCCESS)
-			return rv == SCARD_E_READER_UNAVAILABLE || rv == SCARD_E_NO_SMARTCARD
+			return rv == SCARD_E_READER_UNAVAILABLE || rv == SCARD_E_NO_SMARTCARD ||
+			               rv == SCARD_E_NO_SERVICE
 			               ? rv
 			               : SCARD_W_UNRESPONSIVE_CARD;
 		if (r->card != CALAIS__CARD_POWERED)
@@ -208,6 +209,11 @@ static LONG prepare_card(struct calais_reader *r, DWORD preferred, DWORD *active
 		calais__mutex_unlock(&M->lock);
 		LONG rv = r->bi->be->set_protocol(r, proto);
 		calais__mutex_lock(&M->lock);
+		/* Cut short by the card's or reader's end, or the shutdown: said as such. */
+		rv = calais__reader_io_rv(r, rv);
+		if (rv == SCARD_W_REMOVED_CARD || rv == SCARD_E_READER_UNAVAILABLE ||
+		    rv == SCARD_E_NO_SERVICE)
+			return rv;
 		if (rv != SCARD_S_SUCCESS) {
 			calais__warn("\"%s\": protocol T=%d selection failed: %s", r->name,
 			             proto == SCARD_PROTOCOL_T1, pcsc_stringify_error(rv));
@@ -449,7 +455,7 @@ LONG SCardReconnect(SCARDHANDLE hCard, DWORD dwShareMode, DWORD dwPreferredProto
 			calais__mutex_lock(&M->lock);
 		}
 		if (rv != SCARD_S_SUCCESS && rv != SCARD_E_NO_SMARTCARD &&
-		    rv != SCARD_E_READER_UNAVAILABLE)
+		    rv != SCARD_E_READER_UNAVAILABLE && rv != SCARD_E_NO_SERVICE)
 			rv = SCARD_W_UNRESPONSIVE_CARD;
 	}
 	DWORD active = r->protocol;
