@@ -363,6 +363,8 @@ static bool watch_io(struct calais_reader *r, uint64_t now, uint64_t *next)
 static uint64_t schedule(void)
 {
 	for (;;) {
+		/* First, as it drops mgr.lock: the scan below then sees every open section. */
+		reap_runners();
 		uint64_t now = calais__now_ms(), next = UINT64_MAX;
 		struct calais_reader *to_cancel = NULL;
 		for (int list = 0; list < 2; list++) {
@@ -379,10 +381,7 @@ static uint64_t schedule(void)
 			continue;
 		}
 		uint64_t grow = grow_pool(now);
-		if (grow < next)
-			next = grow;
-		reap_runners();
-		return next;
+		return grow < next ? grow : next;
 	}
 }
 
