@@ -31,12 +31,12 @@ extern "C" {
  * Checkable at compile time with the macros and at run time with calais_version().
  * @{ */
 #define CALAIS_VERSION_MAJOR 0
-#define CALAIS_VERSION_MINOR 1
+#define CALAIS_VERSION_MINOR 2
 #define CALAIS_VERSION_PATCH 0
 #define CALAIS_MAKE_VERSION(mj, mn, p) (((mj) << 24) | ((mn) << 8) | (p))
 #define CALAIS_VERSION \
 	CALAIS_MAKE_VERSION(CALAIS_VERSION_MAJOR, CALAIS_VERSION_MINOR, CALAIS_VERSION_PATCH)
-#define CALAIS_VERSION_STR "0.1.0"
+#define CALAIS_VERSION_STR "0.2.0"
 /** Version of the backend table layout (struct calais_backend). */
 #define CALAIS_BACKEND_ABI_VERSION 2
 /** @} */
@@ -109,7 +109,8 @@ struct calais_config {
 	/** The longest one exchange with a reader may take (a Transmit, a Control such as a
 	 *  PIN entry, a power-up), in ms; 0: $CALAIS_EXCHANGE_TIMEOUT_MS, else 300000 (5 min,
 	 *  for PIN entry). A call that reaches it is ended: SCARD_E_TIMEOUT. Backends bound
-	 *  their own protocol waits by it too. */
+	 *  their own protocol waits by it too.
+	 *  Since 0.2, `CALAIS_VERSION >= CALAIS_MAKE_VERSION(0, 2, 0)`. */
 	uint32_t exchange_timeout_ms;
 };
 
@@ -133,8 +134,11 @@ CALAIS_API LONG calais_start(const struct calais_config *cfg);
  * @brief Stops every thread, closes every reader and frees all memory.
  *
  * Every context and card handle becomes invalid (calls on them return
- * SCARD_E_INVALID_HANDLE); waiting calls return SCARD_E_CANCELLED. The manager may be
- * started again afterwards. Must not be called from a log callback or backend callback.
+ * SCARD_E_INVALID_HANDLE); calls waiting for an event or a transaction return
+ * SCARD_E_CANCELLED, calls inside an exchange with a reader SCARD_E_NO_SERVICE within
+ * 1 s, and an SCardEstablishContext() made meanwhile SCARD_E_NO_SERVICE. The manager may
+ * be started again afterwards (the next SCardEstablishContext() does it). Must not be
+ * called from a backend callback.
  */
 CALAIS_API void calais_shutdown(void);
 
