@@ -133,6 +133,7 @@ struct calais_reader {
 	LONG unavailable;       /* calais_reader_set_unavailable(): why, or 0 */
 	bool held;              /* the backend's hold() is on (a transaction or exclusive) */
 	bool power_up_pending;  /* a runner must power the card up to read its ATR */
+	bool probe_pending;     /* CALAIS_READER_PROBE_PRESENCE: slot_status() once */
 	uint8_t atr[MAX_ATR_SIZE];
 	size_t atr_len;
 	uint32_t protocol;       /* negotiated protocol; 0 until the first connect */

@@ -2,7 +2,8 @@
 /* Deferred reader jobs and the watch on exchanges: the scheduler thread and the runner
  * threads that run each reader's jobs.
  *
- * Isolation. Power-up at insertion, presence polls, idle power-down, the idle-transaction
+ * Isolation. Power-up at insertion, presence polls (and the one probe of a reader whose
+ * backend cannot tell at publish), idle power-down, the idle-transaction
  * timeout, the end of a backend's hold and the close of a removed reader each need the
  * reader's I/O lock, and each may block for as long as the device lets it (a mute card,
  * another thread's long Transmit or PIN entry on the same reader). So no thread that
@@ -60,6 +61,8 @@ static enum job due(const struct calais_reader *r, uint64_t now, uint64_t *next)
 		return r->closed ? JOB_NONE : JOB_CLOSE;
 	if (r->power_up_pending)
 		return JOB_POWER_UP;
+	if (r->probe_pending)
+		return JOB_POLL;
 	if (r->held && !r->tx_owner && r->sharing >= 0)
 		return JOB_UNHOLD;
 	enum job j = JOB_NONE;
@@ -91,7 +94,7 @@ static void run_job(struct calais_reader *r, enum job job)
 {
 	calais__reader_io_begin(r);
 	bool ok = !r->closed && !M->stopping && (job == JOB_CLOSE || !r->removed);
-	bool still = false;
+	bool still = false, probe = r->probe_pending;
 	uint64_t now = calais__now_ms();
 	switch (job) {
 	case JOB_CLOSE:
@@ -101,7 +104,9 @@ static void run_job(struct calais_reader *r, enum job job)
 		still = r->power_up_pending;
 		break;
 	case JOB_POLL:
-		r->next_poll_ms = now + M->cfg.poll_interval_ms;
+		/* A probe stays pending until its answer is in: start-up waits for it. */
+		if (!probe)
+			r->next_poll_ms = now + M->cfg.poll_interval_ms;
 		still = true;
 		break;
 	case JOB_POWER_DOWN:
@@ -133,6 +138,8 @@ static void run_job(struct calais_reader *r, enum job job)
 	if (!(ok && still)) {
 		if (job == JOB_POWER_UP)
 			r->power_up_pending = false; /* removed or stopping: nobody will see it */
+		if (job == JOB_POLL)
+			r->probe_pending = false;
 		calais__reader_io_end(r);
 		return;
 	}
@@ -174,6 +181,11 @@ static void run_job(struct calais_reader *r, enum job job)
 		break;
 	}
 	calais__mutex_lock(&M->lock);
+	if (job == JOB_POLL && probe) {
+		/* The answer is in (a card found is INSERTED now, waiting for its ATR). */
+		r->probe_pending = false;
+		calais__cond_broadcast(&M->state_cond); /* start-up waits for the probes */
+	}
 	if (job == JOB_CLOSE) {
 		r->closed = true;
 		for (struct calais_reader **pp = &M->dead_readers; *pp; pp = &(*pp)->dead_next)

@@ -354,8 +354,8 @@ static LONG do_start(const struct calais_config *cfg)
 		if (!start_backend(want[i], true))
 			calais__err("backend %s: out of memory", want[i]->name);
 
-	/* Cards present at start are shown once their ATR is read (by the worker): wait for
-	 * those first power-ups, briefly, so the first SCardListReaders() and
+	/* Cards present at start are shown once their ATR is read (by runners): wait for
+	 * those first power-ups (and presence probes), briefly, so the first SCardListReaders() and
 	 * SCardGetStatusChange() of a program see the cards already in the readers rather
 	 * than empty readers that fill a few milliseconds later. */
 	calais__mutex_lock(&m->lock);
@@ -363,7 +363,7 @@ static LONG do_start(const struct calais_config *cfg)
 	for (;;) {
 		bool pending = false;
 		for (struct calais_reader *r = m->readers; r && !pending; r = r->next)
-			pending = r->card == CALAIS__CARD_INSERTED;
+			pending = r->card == CALAIS__CARD_INSERTED || r->probe_pending;
 		if (!pending || !calais__cond_wait_until(&m->state_cond, &m->lock, until))
 			break;
 	}

@@ -226,6 +226,10 @@ LONG calais_reader_publish(calais_reader *r, bool card_present)
 		r->next_poll_ms = calais__now_ms() + M->cfg.poll_interval_ms;
 		calais__worker_kick();
 	}
+	if ((r->flags & CALAIS_READER_PROBE_PRESENCE) && r->bi->be->slot_status) {
+		r->probe_pending = true;
+		calais__worker_kick();
+	}
 	calais__info("reader added: \"%s\" (%s)", r->name, r->bi->be->name);
 	pnp_event();
 	calais__mutex_unlock(&M->lock);

@@ -467,7 +467,10 @@ static void add_dev(struct ccid_priv *cp, struct calais__usb_dev *udev,
 			.channel_id = 0x00200000u | (uint32_t)info->bus << 8 | info->address,
 			.max_input = d->st.max_apdu,
 			.slot = i,
-			.flags = d->ifc.ep_intr ? 0 : CALAIS_READER_POLL_PRESENCE,
+			/* The first presence is asked by the core from this reader's own
+			 * thread: a device that does not answer it holds up no other. */
+			.flags = CALAIS_READER_PROBE_PRESENCE |
+			         (d->ifc.ep_intr ? 0 : CALAIS_READER_POLL_PRESENCE),
 			.protocols = protocols ? protocols : SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
 			.features = features,
 			.n_features = n_features,
@@ -478,13 +481,12 @@ static void add_dev(struct ccid_priv *cp, struct calais__usb_dev *udev,
 		struct ccid_reader *cr = calais_reader_priv(r);
 		cr->dev = d;
 		cr->slot = i;
-		d->present[i] = card_present_now(d, i);
 		if (!d->claimed)
 			calais_reader_set_unavailable(r, d->claim_error);
 		calais__mutex_lock(&cp->lock);
 		d->refs++;
 		calais__mutex_unlock(&cp->lock);
-		if (calais_reader_publish(r, d->present[i]) != SCARD_S_SUCCESS) {
+		if (calais_reader_publish(r, false) != SCARD_S_SUCCESS) {
 			calais__mutex_lock(&cp->lock);
 			d->refs--;
 			calais__mutex_unlock(&cp->lock);

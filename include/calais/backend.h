@@ -69,6 +69,12 @@ struct calais_feature {
  *  IFD version, channel id, maximum input, device unit), the core's answers being the
  *  fallback. */
 #define CALAIS_READER_KEEP_NAME 0x0002u
+/** The backend does not know yet whether a card is in the slot (finding out takes device
+ *  I/O, which its own threads must not do for one reader while others wait): publish
+ *  with card_present false, and the core calls slot_status() once, from a thread that
+ *  serves this reader alone, right after the publish. Start-up waits for that answer
+ *  like for the ATRs. Since 0.2. */
+#define CALAIS_READER_PROBE_PRESENCE 0x0004u
 /** @} */
 
 /**
@@ -247,8 +253,8 @@ struct calais_backend {
 
 	/**
 	 * Reports whether a card is present. Mandatory for readers published with
-	 * CALAIS_READER_POLL_PRESENCE (the core's worker calls it every poll interval);
-	 * optional otherwise.
+	 * CALAIS_READER_POLL_PRESENCE (the core calls it every poll interval) or
+	 * CALAIS_READER_PROBE_PRESENCE (once, after the publish); optional otherwise.
 	 * @returns SCARD_S_SUCCESS with *present set; SCARD_E_READER_UNAVAILABLE when the
 	 *  device is gone (the core then removes the reader).
 	 */

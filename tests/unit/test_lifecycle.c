@@ -454,3 +454,60 @@ Test(lifecycle, reader_names_of_any_length_are_cut_to_the_pcsc_limit)
 	}
 	cr_assert_eq(n, N_CARDS + 3);
 }
+
+/* ---- presence probed after publish (CALAIS_READER_PROBE_PRESENCE) ----------------------- */
+
+static atomic_int probes;
+
+static LONG pb_init(calais_backend_instance *bi)
+{
+	for (int i = 0; i < 2; i++) {
+		char base[32];
+		snprintf(base, sizeof(base), "Probed Reader %d", i);
+		struct calais_reader_desc d = { .name = base, .flags = CALAIS_READER_PROBE_PRESENCE };
+		calais_reader *r;
+		LONG rv = calais_reader_new(bi, &d, &r);
+		if (rv == SCARD_S_SUCCESS)
+			rv = calais_reader_publish(r, false);
+		if (rv != SCARD_S_SUCCESS)
+			return rv;
+	}
+	return SCARD_S_SUCCESS;
+}
+
+static LONG pb_slot_status(calais_reader *r, bool *present)
+{
+	/* Reader 0's device takes its time to answer. */
+	if (strstr(calais_reader_name(r), "Reader 0"))
+		t_sleep_ms(300);
+	probes++;
+	*present = true;
+	return SCARD_S_SUCCESS;
+}
+
+static const struct calais_backend probe_backend = {
+	.abi_version = CALAIS_BACKEND_ABI_VERSION,
+	.name = "probetest",
+	.init = pb_init,
+	.power_on = sb_power_on,
+	.transmit = sb_transmit,
+	.slot_status = pb_slot_status,
+};
+
+Test(lifecycle, presence_probed_after_publish_is_in_the_first_listing)
+{
+	calais_shutdown(); /* without the start-up backend */
+	probes = 0;
+	assert_rv(calais_backend_register(&probe_backend), SCARD_S_SUCCESS);
+	SCARDCONTEXT ctx;
+	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
+	cr_assert_eq(probes, 2, "each reader probed once before the start-up ended");
+	SCARD_READERSTATE rs[2] = { { .szReader = "Probed Reader 0 00 00" },
+		                    { .szReader = "Probed Reader 1 00 00" } };
+	assert_rv(SCardGetStatusChange(ctx, 0, rs, 2), SCARD_S_SUCCESS);
+	for (int i = 0; i < 2; i++)
+		cr_assert((rs[i].dwEventState & SCARD_STATE_PRESENT) && rs[i].cbAtr, "%s: 0x%lX",
+		          rs[i].szReader, (unsigned long)rs[i].dwEventState);
+	t_sleep_ms(100);
+	cr_assert_eq(probes, 2, "probed once, not polled");
+}
