@@ -117,6 +117,7 @@ struct calais_reader {
 	calais_backend_instance *bi;
 	unsigned refs; /* mgr.lock: the list, each handle, each call in progress */
 	bool published, removed, closed, close_queued;
+	bool closing; /* mgr.lock: close() runs (its section is never cancelled) */
 
 	/* Identity, fixed at publish. */
 	char *base;    /* "<name> [<interface>] (<serial>)" */

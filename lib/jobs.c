@@ -143,6 +143,9 @@ static void run_job(struct calais_reader *r, enum job job)
 		calais__reader_io_end(r);
 		return;
 	}
+	/* close() tears down what cancel() would touch: the section is left alone. */
+	if (job == JOB_CLOSE)
+		r->closing = true;
 	calais__mutex_unlock(&M->lock);
 	switch (job) {
 	case JOB_CLOSE:
@@ -188,6 +191,7 @@ static void run_job(struct calais_reader *r, enum job job)
 	}
 	if (job == JOB_CLOSE) {
 		r->closed = true;
+		r->closing = false;
 		for (struct calais_reader **pp = &M->dead_readers; *pp; pp = &(*pp)->dead_next)
 			if (*pp == r) {
 				*pp = r->dead_next;

@@ -600,7 +600,8 @@ void calais__reader_cancel_io(struct calais_reader *r, int reason)
 {
 	/* A backend reporting the event from inside the section is on its way out already:
 	 * its call is not cancelled (its next one would be, by a flag left set). */
-	if (!r->io_busy || r->cancel_reason >= reason || r->io_owner == calais__tid())
+	if (!r->io_busy || r->cancel_reason >= reason || r->io_owner == calais__tid() ||
+	    r->closing)
 		return;
 	r->cancel_reason = reason;
 	r->cancel_sent_ms = 0;

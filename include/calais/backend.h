@@ -268,7 +268,7 @@ struct calais_backend {
 	 * the reader was reported removed (calais_reader_remove()), its card was reported
 	 * removed (calais_reader_card_event(r, false)), the exchange limit passed, or
 	 * calais_shutdown() began; not when the call in progress reported the event
-	 * itself. It may be called again (every 100 ms while the call lasts: a core call
+	 * itself, and never while close() runs. It may be called again (every 100 ms while the call lasts: a core call
 	 * may make several backend calls), and it may arrive just after the call returned,
 	 * never after the next call began: so set a flag, wake the waits, and clear the
 	 * flag at the start of every call. Must not block (the backend's own short locks
