@@ -104,6 +104,14 @@ static void setup(void)
 		struct timespec ts = { 0, 10 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
+	/* Each slot's first presence is asked by the core after the reader is listed
+	 * (CALAIS_READER_PROBE_PRESENCE): let those GetSlotStatus pass before a test arms a
+	 * fault for "the next command". */
+	while (ccidsim_stats(dev_a).commands[0x65] < 2 || ccidsim_stats(dev_b).commands[0x65] < 1) {
+		cr_assert_lt(fm_now_ms(), until, "the readers' first presence was never asked");
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
 }
 
 static void teardown(void)
