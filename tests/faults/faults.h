@@ -87,6 +87,25 @@ static inline bool fm_call_wait(struct fm_call *c, long within_ms)
 		              (c)->ended_ms - (long)(since_ms));                          \
 	} while (0)
 
+/* Waits up to within_ms (stretched) until `name` shows (or, present false, no longer
+ * shows) a card, with its ATR or marked mute. */
+static inline void fm_wait_presence(SCARDCONTEXT ctx, const char *name, bool present,
+                                    long within_ms)
+{
+	SCARD_READERSTATE rs = { .szReader = name, .dwCurrentState = SCARD_STATE_UNAWARE };
+	long until = fm_now_ms() + (long)(within_ms * fm_slow());
+	while (fm_now_ms() < until) {
+		LONG rv = SCardGetStatusChange(ctx, 100, &rs, 1);
+		cr_assert(rv == SCARD_S_SUCCESS || rv == SCARD_E_TIMEOUT, "waiting on %s: 0x%08lX",
+		          name, (unsigned long)rv);
+		if (!!(rs.dwEventState & SCARD_STATE_PRESENT) == present &&
+		    (!present || (rs.dwEventState & SCARD_STATE_MUTE) || rs.cbAtr))
+			return;
+		rs.dwCurrentState = rs.dwEventState & ~SCARD_STATE_CHANGED;
+	}
+	cr_assert_fail("%s never became %s", name, present ? "present" : "empty");
+}
+
 /* The neighbour check. A thread waits in SCardGetStatusChange() on `reader` (its own
  * context) until it shows PRESENT; insert(arg) then puts a card in; returns the delay
  * from insert()'s return to the waiter's wake-up, in ms (-1: not seen in timeout_ms). */

@@ -123,24 +123,6 @@ static void teardown(void)
 
 TestSuite(faults_ccid, .init = setup, .fini = teardown, .timeout = 90);
 
-/* Waits until `name` shows (or, present false, no longer shows) a card, with its ATR or
- * marked mute. */
-static void wait_presence(const char *name, bool present)
-{
-	SCARD_READERSTATE rs = { .szReader = name, .dwCurrentState = SCARD_STATE_UNAWARE };
-	long until = fm_now_ms() + (long)(5000 * fm_slow());
-	while (fm_now_ms() < until) {
-		LONG rv = SCardGetStatusChange(ctx, 100, &rs, 1);
-		cr_assert(rv == SCARD_S_SUCCESS || rv == SCARD_E_TIMEOUT, "waiting on %s: 0x%08lX",
-		          name, (unsigned long)rv);
-		if (!!(rs.dwEventState & SCARD_STATE_PRESENT) == present &&
-		    (!present || (rs.dwEventState & SCARD_STATE_MUTE) || rs.cbAtr))
-			return;
-		rs.dwCurrentState = rs.dwEventState & ~SCARD_STATE_CHANGED;
-	}
-	cr_assert_fail("%s never became %s", name, present ? "present" : "empty");
-}
-
 static void insert_other(void *arg)
 {
 	(void)arg;
@@ -162,14 +144,14 @@ static void neighbours_see(const char *what, bool same_device)
 {
 	fm_assert_neighbour_sees(other_name, insert_other, NULL, what);
 	ccidsim_eject(dev_b, 0);
-	wait_presence(other_name, false);
+	fm_wait_presence(ctx, other_name, false, 5000);
 	if (!same_device)
 		return;
 	char what1[160];
 	snprintf(what1, sizeof(what1), "%s (slot 1 of the same device)", what);
 	fm_assert_neighbour_sees(slot1_name, insert_slot1, NULL, what1);
 	ccidsim_eject(dev_a, 1);
-	wait_presence(slot1_name, false);
+	fm_wait_presence(ctx, slot1_name, false, 5000);
 }
 
 /* ---- the calls that get stuck ---------------------------------------------------------- */
@@ -198,7 +180,7 @@ static void stuck_exchange(struct fm_call *call, enum ccidsim_fault f, bool tran
 {
 	struct ccidsim_card c = card_t1();
 	ccidsim_insert(dev_a, 0, &c);
-	wait_presence(faulty_name, true);
+	fm_wait_presence(ctx, faulty_name, true, 5000);
 	cr_assert_eq(connect_faulty(NULL), SCARD_S_SUCCESS);
 	if (transaction)
 		cr_assert_eq(SCardBeginTransaction(faulty_h), SCARD_S_SUCCESS);
@@ -272,7 +254,7 @@ Test(faults_ccid, time_extension_storm)
 	struct fm_call call;
 	struct ccidsim_card c = card_t1();
 	ccidsim_insert(dev_a, 0, &c);
-	wait_presence(faulty_name, true);
+	fm_wait_presence(ctx, faulty_name, true, 5000);
 	cr_assert_eq(connect_faulty(NULL), SCARD_S_SUCCESS);
 	ccidsim_fault_slot(dev_a, 0, CS_TIME_EXT_STORM, 1);
 	fm_call_start(&call, transmit_faulty, NULL);

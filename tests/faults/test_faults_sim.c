@@ -79,23 +79,6 @@ static void teardown(void)
 
 TestSuite(faults_sim, .init = setup, .fini = teardown, .timeout = 60);
 
-/* Waits until `name` shows (or, present false, no longer shows) a card. */
-static void wait_presence(const char *name, bool present)
-{
-	SCARD_READERSTATE rs = { .szReader = name, .dwCurrentState = SCARD_STATE_UNAWARE };
-	long until = fm_now_ms() + (long)(3000 * fm_slow());
-	while (fm_now_ms() < until) {
-		LONG rv = SCardGetStatusChange(ctx, 100, &rs, 1);
-		cr_assert(rv == SCARD_S_SUCCESS || rv == SCARD_E_TIMEOUT, "waiting on %s: 0x%08lX",
-		          name, (unsigned long)rv);
-		if (!!(rs.dwEventState & SCARD_STATE_PRESENT) == present &&
-		    (!present || (rs.dwEventState & SCARD_STATE_MUTE) || rs.cbAtr))
-			return;
-		rs.dwCurrentState = rs.dwEventState & ~SCARD_STATE_CHANGED;
-	}
-	cr_assert_fail("%s never became %s", name, present ? "present" : "empty");
-}
-
 static void insert_neighbour(void *arg)
 {
 	(void)arg;
@@ -108,7 +91,7 @@ static void neighbour_sees(const char *what)
 {
 	fm_assert_neighbour_sees(neighbour_name, insert_neighbour, NULL, what);
 	cr_assert_eq(calais_sim_card_remove(neighbour), SCARD_S_SUCCESS);
-	wait_presence(neighbour_name, false);
+	fm_wait_presence(ctx, neighbour_name, false, 3000);
 }
 
 /* ---- the calls that get stuck -------------------------------------------------------- */
@@ -136,7 +119,7 @@ static void stuck_exchange(struct fm_call *call, uint32_t answers)
 {
 	struct calais_sim_card c = silent_card(answers);
 	cr_assert_eq(calais_sim_card_insert(faulty, &c), SCARD_S_SUCCESS);
-	wait_presence(faulty_name, true);
+	fm_wait_presence(ctx, faulty_name, true, 3000);
 	cr_assert_eq(connect_faulty(NULL), SCARD_S_SUCCESS);
 	for (uint32_t i = 0; i < answers; i++)
 		cr_assert_eq(transmit_faulty(NULL), SCARD_S_SUCCESS);
@@ -239,7 +222,7 @@ Test(faults_sim, card_pulled_in_mid_transaction, .init = setup_transaction)
 {
 	struct calais_sim_card c = silent_card(1);
 	cr_assert_eq(calais_sim_card_insert(faulty, &c), SCARD_S_SUCCESS);
-	wait_presence(faulty_name, true);
+	fm_wait_presence(ctx, faulty_name, true, 3000);
 	cr_assert_eq(connect_faulty(NULL), SCARD_S_SUCCESS);
 	cr_assert_eq(SCardBeginTransaction(faulty_h), SCARD_S_SUCCESS);
 	cr_assert_eq(transmit_faulty(NULL), SCARD_S_SUCCESS);
@@ -300,7 +283,7 @@ static void connect_powering(struct fm_call *call)
 	struct calais_sim_card c = { .atr = atr_t1, .atr_len = sizeof(atr_t1), .apdu = answer,
 	                             .mute = true, .atr_delay_ms = (uint32_t)delay };
 	cr_assert_eq(calais_sim_card_insert(faulty, &c), SCARD_S_SUCCESS);
-	wait_presence(faulty_name, true); /* shown mute after the first power-up */
+	fm_wait_presence(ctx, faulty_name, true, 3000); /* shown mute after the first power-up */
 	fm_call_start(call, connect_faulty, NULL);
 	struct timespec ts = { 0, 50 * 1000 * 1000 };
 	nanosleep(&ts, NULL);
