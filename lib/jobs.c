@@ -95,6 +95,7 @@ static void run_job(struct calais_reader *r, enum job job)
 	calais__reader_io_begin(r);
 	bool ok = !r->closed && !M->stopping && (job == JOB_CLOSE || !r->removed);
 	bool still = false, probe = r->probe_pending;
+	uint32_t gen = r->card_gen;
 	uint64_t now = calais__now_ms();
 	switch (job) {
 	case JOB_CLOSE:
@@ -172,7 +173,11 @@ static void run_job(struct calais_reader *r, enum job job)
 		bool present = false;
 		LONG rv = r->bi->be->slot_status ? r->bi->be->slot_status(r, &present)
 		                                 : SCARD_E_UNSUPPORTED_FEATURE;
-		if (rv == SCARD_S_SUCCESS)
+		/* An event reported meanwhile (the interrupt pipe) is newer than this answer. */
+		calais__mutex_lock(&M->lock);
+		bool stale = r->card_gen != gen;
+		calais__mutex_unlock(&M->lock);
+		if (rv == SCARD_S_SUCCESS && !stale)
 			calais_reader_card_event(r, present);
 		else if (rv == SCARD_E_READER_UNAVAILABLE)
 			calais__reader_lost(r);
