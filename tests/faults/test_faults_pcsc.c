@@ -14,6 +14,7 @@
  * that a stuck reader 0 adds nothing to that (PCSCD_NEIGHBOUR_MS). */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -118,9 +119,26 @@ static bool wait_state(const char *name, DWORD bit, long ms)
 	return (state_now(name) & bit) != 0;
 }
 
+/* The process's threads (Linux: /proc/self/task), to see a call the backend left
+ * running at shutdown end: none of Calais' threads outlives calais_shutdown() but those. */
+static int threads_now(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	cr_assert(d, "/proc/self/task: %s", strerror(errno));
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* The threads this test program has without a manager running. */
+static int threads_alone;
+
 static void start(void)
 {
 	calais_shutdown();
+	threads_alone = threads_now();
 	/* A row that failed half-way may have left the peer stopped. */
 	if (peer("status") != 0)
 		cr_assert_eq(peer("start"), 0, "the pcscd peer does not start");
@@ -321,7 +339,13 @@ Test(faults_pcsc, shutdown_leaves_a_silent_exchange_behind)
 	fm_assert_call_ends(&c, SCARD_E_NO_SERVICE, fault, FM_END_MS, "exchange at shutdown");
 	/* The backend's 1 s for the service's call, then the rest of shutdown. */
 	cr_assert_leq(took, (long)((1000 + FM_END_MS) * fm_slow()), "shutdown took %ld ms", took);
+	cr_assert_gt(threads_now(), threads_alone, "no call was left running in the service");
 	card_end();
-	/* The call left behind returns, closes its connection and frees itself. */
-	usleep((useconds_t)(300 * 1000 * fm_slow()));
+	/* The call left behind returns, closes its connection and frees itself: its thread
+	 * ends (and valgrind finds nothing of its connection at exit). */
+	long until = fm_now_ms() + (long)(5000 * fm_slow());
+	while (threads_now() > threads_alone && fm_now_ms() < until)
+		usleep(10 * 1000);
+	cr_assert_leq(threads_now(), threads_alone,
+	              "the call left in the service still runs after its card went");
 }
