@@ -45,6 +45,15 @@ void calais__log_atfork_child(void);
 /* Hex dump of an APDU for debug logs: only the header (CLA INS P1 P2 and the length
  * byte) unless trace_apdu_data is set, since bodies carry PINs and keys. */
 void calais__log_apdu(const char *domain, const char *what, const uint8_t *buf, size_t len);
+/* Whether card bytes other than an APDU's header may be logged: the trace_apdu_data
+ * setting. Every log line that would show a byte sent to or received from a card (an
+ * echo, a PIN pad's answer) asks this first. */
+bool calais__log_card_bytes(void);
+
+/* Replaces, in place, every character of s that is not printable ASCII or valid UTF-8
+ * (controls, C1 controls, broken sequences) with `with` (lib/text.c). For text from
+ * devices: reader names and every log line. */
+void calais__sanitise(char *s, char with);
 
 /* The `logging` build option: with it off, every log call compiles to nothing (the
  * arguments are still type-checked, and the optimiser drops them). */

@@ -62,6 +62,11 @@ void calais__log_set_trace_apdu(bool on)
 	atomic_store(&trace_apdu, on);
 }
 
+bool calais__log_card_bytes(void)
+{
+	return atomic_load(&trace_apdu);
+}
+
 /* CALAIS_LOG accepts a level name or digit; unknown values are reported and ignored. */
 void calais__log_init_from_env(void)
 {
@@ -148,6 +153,9 @@ void calais__log(int level, const char *domain, const char *fmt, ...)
 	va_end(ap);
 	if (n >= (int)sizeof(msg)) /* mark truncation instead of cutting silently */
 		memcpy(msg + sizeof(msg) - 4, "...", 4);
+	/* Device strings reach the log through %s: none may forge a line or drive a
+	 * terminal. */
+	calais__sanitise(msg, '?');
 
 	uint64_t now = calais__now_us();
 	calais__mutex_lock_raw(&q_lock);

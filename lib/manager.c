@@ -11,6 +11,9 @@
 #if defined(CALAIS_PLATFORM_POSIX)
 #include <fcntl.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#endif
 #endif
 
 struct calais__manager calais__mgr = {
@@ -71,15 +74,39 @@ void calais_config_init(struct calais_config *cfg)
 		memset(cfg, 0, sizeof(*cfg));
 }
 
+/* A library linked into a setuid or setgid program must not take orders from the
+ * caller's environment: there every CALAIS_* variable is ignored. glibc says so with
+ * secure_getenv(); elsewhere the kernel's AT_SECURE flag (Linux with musl or bionic),
+ * issetugid() (the BSDs, macOS), or, on other POSIX systems, real and effective ids that
+ * differ. Windows has no such programs. */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 17))
+#define CALAIS__GLIBC_SECURE_GETENV 1
+#else
+#define CALAIS__GLIBC_SECURE_GETENV 0
+#endif
+#if !CALAIS__GLIBC_SECURE_GETENV
+static bool env_untrusted(void)
+{
+#if defined(_WIN32)
+	return false;
+#elif defined(__linux__)
+	return getauxval(AT_SECURE) != 0;
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) ||               \
+	defined(__NetBSD__) || defined(__DragonFly__)
+	return issetugid() != 0;
+#else
+	return getuid() != geteuid() || getgid() != getegid();
+#endif
+}
+#endif
+
 const char *calais__getenv(const char *name)
 {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 17))
-	/* A library linked into a setuid program must not take orders from the caller's
-	 * environment. */
+#if CALAIS__GLIBC_SECURE_GETENV
 	extern char *secure_getenv(const char *);
 	return secure_getenv(name);
 #else
-	return getenv(name);
+	return env_untrusted() ? NULL : getenv(name);
 #endif
 }
 

@@ -20,14 +20,6 @@ static char *dupstr(const char *s)
 	return d;
 }
 
-/* Reader names are ASCII in practice (pcsc-lite sanitises USB strings too): control
- * characters from a device would break multi-strings and logs. */
-static void sanitise(char *s)
-{
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || (unsigned char)*s == 0x7F)
-			*s = ' ';
-}
 
 /* Appends pre, arg and post to a bounded string: n stays within cap - 1 however long
  * the parts are. */
@@ -69,7 +61,7 @@ LONG calais_reader_new(calais_backend_instance *bi, const struct calais_reader_d
 		append(base, sizeof(base), &n, " (", d->serial, ")");
 	/* Leave room for " XX YY" within MAX_READERNAME, NUL included. */
 	base[MAX_READERNAME - 7] = '\0';
-	sanitise(base);
+	calais__sanitise(base, ' ');
 
 	r->base = dupstr(base);
 	r->vendor = dupstr(d->vendor);

@@ -17,6 +17,7 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     out = (t.get("stdout") or "") + (t.get("stderr") or "")
     syn = re.findall(r"Synthesis: Tested: (\d+) \| Passing: (\d+) \| Failing: (\d+) \| Crashing: (\d+)", out)
     plain = re.findall(r"\[====\] (\d+) tests passed", out)
+    plain_skipped = re.findall(r"\[====\] (\d+) tests skipped", out)
     if result == "SKIP":
         skipped += 1
     elif syn and result == "OK":
@@ -27,6 +28,7 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
         failed += max(bad + crashed, 1)
     elif plain and result == "OK":
         passed += int(plain[-1])
+        skipped += int(plain_skipped[-1]) if plain_skipped else 0
     elif result in ("OK", "EXPECTEDFAIL"):
         passed += 1
     else:

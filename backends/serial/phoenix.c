@@ -246,8 +246,13 @@ static LONG tx(struct calais__sreader *s, const uint8_t *b, size_t n, uint8_t *e
 				return SCARD_F_COMM_ERROR;
 			}
 			if (e != w[i]) {
-				ser_log(CALAIS_LOG_WARNING, "%s: echo 0x%02X of byte 0x%02X sent: line "
-				        "fault", s->path, e, w[i]);
+				/* The byte may be a PIN digit: its value only with the trace. */
+				if (calais__log_card_bytes())
+					ser_log(CALAIS_LOG_WARNING, "%s: echo 0x%02X of byte 0x%02X "
+					        "sent: line fault", s->path, e, w[i]);
+				else
+					ser_log(CALAIS_LOG_WARNING, "%s: the echo of byte %zu of %zu "
+					        "sent differs: line fault", s->path, i + 1, k);
 				return SCARD_F_COMM_ERROR;
 			}
 		}
@@ -298,8 +303,11 @@ static LONG reset_atr(struct calais__sreader *s, uint8_t *atr, size_t *len, uint
 	} else if (c == 0x3B && !bad) {
 		atr[0] = 0x3B;
 	} else {
-		ser_log(CALAIS_LOG_INFO, "%s: first ATR byte 0x%02X%s is no TS (3B, or 03 for an "
-		        "inverse convention 3F)", s->path, c, bad ? " with a parity error" : "");
+		char val[8] = "";
+		if (calais__log_card_bytes())
+			snprintf(val, sizeof(val), " 0x%02X", c);
+		ser_log(CALAIS_LOG_INFO, "%s: first ATR byte%s%s is no TS (3B, or 03 for an "
+		        "inverse convention 3F)", s->path, val, bad ? " with a parity error" : "");
 		*err = ERR_BAD_ATR_TS;
 		return SCARD_W_UNSUPPORTED_CARD;
 	}

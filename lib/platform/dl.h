@@ -9,12 +9,21 @@
 #define WIN32_LEAN_AND_MEAN /* no <winscard.h>: the PC/SC declarations are ours */
 #endif
 #include <windows.h>
+#include <stdbool.h>
+#include <string.h>
 
 typedef HMODULE calais__dl_t;
 
+/* A bare name (winscard.dll) is loaded from the system directory only, never from the
+ * program's or the current directory, where a planted copy would be found first; a path
+ * the program configured is loaded as given, its dependencies from its own directory and
+ * the system's. */
 static inline calais__dl_t calais__dl_open(const char *path)
 {
-	return LoadLibraryA(path);
+	bool bare = !strchr(path, '\\') && !strchr(path, '/') && !strchr(path, ':');
+	return LoadLibraryExA(path, NULL,
+	                      bare ? LOAD_LIBRARY_SEARCH_SYSTEM32
+	                           : LOAD_LIBRARY_SEARCH_DLL_LOAD_DIR | LOAD_LIBRARY_SEARCH_SYSTEM32);
 }
 static inline void *calais__dl_sym(calais__dl_t h, const char *name)
 {

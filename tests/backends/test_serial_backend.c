@@ -76,6 +76,18 @@ static void sim_stop(void)
 
 static uint32_t poll_ms = 100, power_down_ms;
 
+/* Log capture for the log-hygiene rows: the echo-mismatch line, and whether trace is on. */
+static bool capture_log, trace_data;
+static char fault_line[512];
+
+static void capture(enum calais_log_level level, const char *domain, const char *msg, void *u)
+{
+	if (strstr(msg, "line fault"))
+		snprintf(fault_line, sizeof(fault_line), "%s", msg);
+	if (getenv("CALAIS_TEST_LOG"))
+		fprintf(stderr, "calais[%s] %s\n", domain, msg);
+}
+
 static void start_calais(const char *decl)
 {
 	calais_shutdown();
@@ -86,10 +98,13 @@ static void start_calais(const char *decl)
 	cfg.poll_interval_ms = poll_ms;
 	if (power_down_ms)
 		cfg.power_down_delay_ms = power_down_ms;
-	if (getenv("CALAIS_TEST_LOG")) {
+	if (getenv("CALAIS_TEST_LOG") || capture_log) {
 		cfg.log_level = CALAIS_LOG_DEBUG;
 		cfg.log_level_set = true;
 	}
+	if (capture_log)
+		cfg.log_cb = capture;
+	cfg.trace_apdu_data = trace_data;
 	assert_rv(calais_start(&cfg), SCARD_S_SUCCESS);
 	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
 }
@@ -583,6 +598,29 @@ static void fault_then_recovery(const char *card, const char *fault, const char 
 Test(phoenix, bad_echo_is_a_line_fault)
 {
 	fault_then_recovery("t0", "--bad-echo", "12", SCARD_F_COMM_ERROR);
+}
+
+/* A byte sent may be a PIN digit: the echo-mismatch line names its value only when the
+ * APDU trace is on, even at debug level. */
+Test(phoenix, bad_echo_log_shows_no_card_byte)
+{
+	capture_log = true;
+	fault_line[0] = 0;
+	fault_then_recovery("t0", "--bad-echo", "12", SCARD_F_COMM_ERROR);
+	calais_shutdown();
+	capture_log = false;
+	cr_assert(fault_line[0], "no echo-mismatch line was logged");
+	cr_assert_null(strstr(fault_line, "0x"), "a card byte in the log: %s", fault_line);
+}
+
+Test(phoenix, bad_echo_log_shows_the_byte_with_the_trace)
+{
+	capture_log = trace_data = true;
+	fault_line[0] = 0;
+	fault_then_recovery("t0", "--bad-echo", "12", SCARD_F_COMM_ERROR);
+	calais_shutdown();
+	capture_log = trace_data = false;
+	cr_assert_not_null(strstr(fault_line, "echo 0x"), "the traced line: \"%s\"", fault_line);
 }
 
 Test(phoenix, t1_bad_edc_recovered_by_the_block_protocol)

@@ -4,6 +4,7 @@
  * the timeout. Any failed assertion ends the run with status 1. */
 #include "criterion/criterion.h"
 
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 static struct plain_test *tests;
 static struct plain_suite *suites;
 static const struct plain_test *current;
+static jmp_buf skip_jump;
 
 void plain_register_test(struct plain_test *t)
 {
@@ -43,6 +45,17 @@ void plain_fail(const char *file, int line, const char *cond, const char *fmt, .
 	exit(1);
 }
 
+void plain_skip(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "[SKIP] %s::%s: ", current->suite, current->name);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	longjmp(skip_jump, 1);
+}
+
 void plain_log(const char *level, const char *fmt, ...)
 {
 	va_list ap;
@@ -61,10 +74,19 @@ static void on_alarm(int sig)
 	_exit(2);
 }
 
+/* Runs the test's body; false when it skipped itself. */
+static bool run_body(const struct plain_test *t)
+{
+	if (setjmp(skip_jump))
+		return false;
+	t->fn();
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	const char *only = argc > 1 ? argv[1] : NULL;
-	int n = 0;
+	int n = 0, skipped = 0;
 	signal(SIGALRM, on_alarm);
 	for (const struct plain_test *t = tests; t; t = t->next) {
 		if (only && strcmp(only, t->name) != 0)
@@ -83,7 +105,8 @@ int main(int argc, char **argv)
 			s->opts.init();
 		if (t->opts.init)
 			t->opts.init();
-		t->fn();
+		if (!run_body(t))
+			skipped++, n--;
 		if (t->opts.fini)
 			t->opts.fini();
 		if (s && s->opts.fini)
@@ -92,5 +115,7 @@ int main(int argc, char **argv)
 		n++;
 	}
 	fprintf(stderr, "[====] %d tests passed\n", n);
+	if (skipped)
+		fprintf(stderr, "[====] %d tests skipped\n", skipped);
 	return 0;
 }

@@ -37,6 +37,8 @@ void plain_register_suite(struct plain_suite *s);
 void plain_fail(const char *file, int line, const char *cond, const char *fmt, ...)
 	__attribute__((noreturn, format(printf, 4, 5)));
 void plain_log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Ends the test as skipped (the runner counts it apart and goes on with the next). */
+void plain_skip(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 #define Test(s, n, ...)                                                                  \
 	static void s##_##n(void);                                                       \
@@ -76,6 +78,7 @@ void plain_log(const char *level, const char *fmt, ...) __attribute__((format(pr
 #define cr_assert_str_neq(a, b, ...) PLAIN_CHECK(strcmp((a), (b)) != 0, #a " strneq " #b, __VA_ARGS__)
 #define cr_assert_arr_eq(a, b, n, ...) PLAIN_CHECK(memcmp((a), (b), (n)) == 0, #a " arreq " #b, __VA_ARGS__)
 #define cr_assert_fail(...) plain_fail(__FILE__, __LINE__, "fail", "" __VA_ARGS__)
+#define cr_skip_test(...) plain_skip(__VA_ARGS__)
 #define cr_log_info(...) plain_log("info", __VA_ARGS__)
 #define cr_log_error(...) plain_log("error", __VA_ARGS__)
 

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* For test_hygiene: prints whether the library takes CALAIS_LOG from the environment
+ * (the suite runs it plain and as a setuid copy). */
+#include <stdio.h>
+
+#include "calais-internal.h"
+
+int main(void)
+{
+	const char *v = calais__getenv("CALAIS_LOG");
+	if (v)
+		printf("CALAIS_LOG=%s\n", v);
+	else
+		printf("CALAIS_LOG ignored\n");
+	return 0;
+}
