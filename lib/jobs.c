@@ -379,6 +379,21 @@ static bool watch_io(struct calais_reader *r, uint64_t now, uint64_t *next)
 	return false;
 }
 
+/* Every reader with I/O to watch: the published ones, then the removed ones waiting for
+ * their close (mgr.dead_readers). for (r = first_reader(); r; r = next_reader(r)), with
+ * mgr.lock held throughout. */
+static struct calais_reader *first_reader(void)
+{
+	return M->readers ? M->readers : M->dead_readers;
+}
+
+static struct calais_reader *next_reader(struct calais_reader *r)
+{
+	if (r->removed)
+		return r->dead_next;
+	return r->next ? r->next : M->dead_readers;
+}
+
 /* One pass: dispatches due jobs, sends cancels, returns the next deadline. mgr.lock held,
  * dropped inside. */
 static uint64_t schedule(void)
@@ -388,14 +403,11 @@ static uint64_t schedule(void)
 		reap_runners();
 		uint64_t now = calais__now_ms(), next = UINT64_MAX;
 		struct calais_reader *to_cancel = NULL;
-		for (int list = 0; list < 2; list++) {
-			struct calais_reader *r = list ? M->dead_readers : M->readers;
-			for (; r; r = list ? r->dead_next : r->next) {
-				if (!to_cancel && watch_io(r, now, &next))
-					to_cancel = r;
-				if (!r->job_queued && !r->job_active && due(r, now, &next) != JOB_NONE)
-					dispatch(r);
-			}
+		for (struct calais_reader *r = first_reader(); r; r = next_reader(r)) {
+			if (!to_cancel && watch_io(r, now, &next))
+				to_cancel = r;
+			if (!r->job_queued && !r->job_active && due(r, now, &next) != JOB_NONE)
+				dispatch(r);
 		}
 		if (to_cancel) {
 			calais__jobs_send_cancel(to_cancel);
@@ -453,17 +465,13 @@ void calais__jobs_stop(void)
 	/* Every open section ends: application calls and runners' jobs alike. Sent again
 	 * while sections stay open, as the scheduler would. */
 	for (;;) {
-		for (int list = 0; list < 2; list++)
-			for (struct calais_reader *r = list ? M->dead_readers : M->readers; r;
-			     r = list ? r->dead_next : r->next)
-				calais__reader_cancel_io(r, CALAIS__CANCEL_SHUTDOWN);
+		for (struct calais_reader *r = first_reader(); r; r = next_reader(r))
+			calais__reader_cancel_io(r, CALAIS__CANCEL_SHUTDOWN);
 		struct calais_reader *to_cancel = NULL;
 		uint64_t now = calais__now_ms(), next = UINT64_MAX;
-		for (int list = 0; list < 2 && !to_cancel; list++)
-			for (struct calais_reader *r = list ? M->dead_readers : M->readers;
-			     r && !to_cancel; r = list ? r->dead_next : r->next)
-				if (watch_io(r, now, &next))
-					to_cancel = r;
+		for (struct calais_reader *r = first_reader(); r && !to_cancel; r = next_reader(r))
+			if (watch_io(r, now, &next))
+				to_cancel = r;
 		if (to_cancel) {
 			calais__jobs_send_cancel(to_cancel);
 			continue;
