@@ -160,7 +160,7 @@ struct calais_reader {
 	calais__cond_t lock_cond; /* waits for a transaction (or I/O) to end; mgr.lock */
 
 	calais__mutex_t io_lock;
-	unsigned io_busy; /* mgr.lock: an I/O section is open (calais__reader_io_begin) */
+	bool io_busy; /* mgr.lock: an I/O section is open (one at a time: io_lock) */
 
 	/* Jobs (mgr.lock; lib/jobs.c): a reader with a job due is queued for a runner
 	 * thread, which runs its jobs one after the other; one runner at a time. */

@@ -545,7 +545,7 @@ void calais__reader_io_begin(struct calais_reader *r)
 	calais__mutex_lock(&r->cancel_lock);
 	calais__mutex_lock(&M->lock);
 	calais__mutex_unlock(&r->cancel_lock);
-	r->io_busy++;
+	r->io_busy = true;
 	r->io_seq++;
 	r->io_owner = calais__tid();
 	r->cancel_reason = CALAIS__CANCEL_NONE;
@@ -559,7 +559,7 @@ void calais__reader_io_begin(struct calais_reader *r)
 
 void calais__reader_io_end(struct calais_reader *r)
 {
-	r->io_busy--;
+	r->io_busy = false;
 	r->io_deadline_ms = 0;
 	r->cancel_reason = CALAIS__CANCEL_NONE;
 	/* A hold that outlived its transaction or exclusive handle ends (JOB_UNHOLD). */
