@@ -584,7 +584,8 @@ static DWORD card_state_bits(const struct calais_reader *r)
 {
 	switch (r->card) {
 	case CALAIS__CARD_POWERED:
-		return SCARD_PRESENT | SCARD_POWERED | (r->protocol ? SCARD_SPECIFIC : SCARD_NEGOTIABLE);
+		/* pcscd never reports SCARD_SPECIFIC, protocol chosen or not. */
+		return SCARD_PRESENT | SCARD_POWERED | SCARD_NEGOTIABLE;
 	case CALAIS__CARD_UNPOWERED:
 	case CALAIS__CARD_MUTE:
 		return SCARD_PRESENT | SCARD_SWALLOWED;
