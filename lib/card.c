@@ -96,7 +96,6 @@ void calais__touch_tx(struct calais_handle *h)
 		h->reader->tx_last_use_ms = calais__now_ms();
 }
 
-/* One prologue and one epilogue for the calls in an I/O section (lib/api.h). */
 LONG calais__handle_check(SCARDHANDLE hCard)
 {
 	if (calais__enter() != SCARD_S_SUCCESS)
@@ -104,6 +103,7 @@ LONG calais__handle_check(SCARDHANDLE hCard)
 	return calais__leave(calais__handle_lookup(hCard) ? SCARD_S_SUCCESS : SCARD_E_INVALID_HANDLE);
 }
 
+/* One prologue and one epilogue for the calls in an I/O section (lib/api.h). */
 LONG calais__call_begin(struct calais__call *call, SCARDHANDLE hCard, unsigned how)
 {
 	if (calais__enter() != SCARD_S_SUCCESS)

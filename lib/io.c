@@ -12,7 +12,8 @@
 
 /*
  * Outputs as pcsc-lite's: *pcbRecvLength is 0 on every failure past the argument
- * checks, except SCARD_E_INSUFFICIENT_BUFFER (the needed length when the backend knows
+ * checks (a command over MAX_BUFFER_SIZE_EXTENDED, refused after the handle check, leaves
+ * it alone), except SCARD_E_INSUFFICIENT_BUFFER (the needed length when the backend knows
  * it); a buffer under 2 bytes does not stop the command (pcscd always receives into a
  * full-size buffer): the answer then goes to a buffer of ours and its length is
  * reported. pioRecvPci is written on success only. Another handle's transaction is
