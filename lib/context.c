@@ -297,14 +297,16 @@ LONG SCardListReaders(SCARDCONTEXT hContext, LPCSTR mszGroups, LPSTR mszReaders,
 	return calais__leave(rv);
 }
 
+/* The context first, as pcsc-lite, which then reads *pcchGroups unchecked (a NULL
+ * pointer is refused here instead). */
 LONG SCardListReaderGroups(SCARDCONTEXT hContext, LPSTR mszGroups, LPDWORD pcchGroups)
 {
-	if (!pcchGroups)
-		return SCARD_E_INVALID_PARAMETER;
 	if (calais__enter() != SCARD_S_SUCCESS)
 		return SCARD_E_INVALID_HANDLE;
 	if (!calais__ctx_lookup(hContext))
 		return calais__leave(SCARD_E_INVALID_HANDLE);
+	if (!pcchGroups)
+		return calais__leave(SCARD_E_INVALID_PARAMETER);
 	return calais__leave(calais__put_out(mszGroups, pcchGroups, default_group,
 	                                     sizeof(default_group), false));
 }

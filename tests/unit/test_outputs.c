@@ -344,6 +344,8 @@ Test(outputs, list_lengths_on_every_path)
 	len = SCARD_AUTOALLOCATE;
 	assert_rv(SCardListReaderGroups(t_ctx, NULL, &len), SCARD_E_INVALID_PARAMETER);
 	cr_assert_eq(len, sizeof("SCard$DefaultReaders\0"), "the 22-byte multi-string");
+	assert_rv(SCardListReaderGroups(0x777, NULL, NULL), SCARD_E_INVALID_HANDLE);
+	assert_rv(SCardListReaderGroups(t_ctx, NULL, NULL), SCARD_E_INVALID_PARAMETER);
 	len = JUNK;
 	assert_rv(SCardListReaders(0x777, NULL, (LPSTR)&list, &len), SCARD_E_INVALID_HANDLE);
 	cr_assert_eq(len, JUNK, "untouched before the context is known");
