@@ -130,6 +130,9 @@ static void *cancel_later(void *arg)
 
 /* ---- which calls wait for another handle's transaction ------------------------------ */
 
+/* Long enough for a call that does not wait to be over on a loaded machine. */
+#define WINDOW_US 500000
+
 enum bg_op {
 	BG_RECONNECT, BG_GETATTRIB, BG_TRANSMIT, BG_STATUS, BG_CONNECT, BG_BEGIN, BG_CONTROL,
 	BG_SETATTRIB, BG_END, BG_DISCONNECT_LEAVE, BG_DISCONNECT_RESET, BG_RECONNECT_EXCLUSIVE,
@@ -202,7 +205,7 @@ static void *bg_run(void *arg)
 }
 
 /* Runs op on `other` (another context's handle) while `owner` holds a transaction:
- * whether it is still waiting after 300 ms (pcsc-lite's client polls every 100 ms), and
+ * whether it is still waiting after WINDOW_US (pcsc-lite's client polls every 100 ms), and
  * its result once the transaction ends. */
 static void blocking(const char *check, enum bg_op op, SCARDHANDLE owner, SCARDHANDLE other,
                      DWORD proto)
@@ -215,20 +218,20 @@ static void blocking(const char *check, enum bg_op op, SCARDHANDLE owner, SCARDH
 	struct bg b = { .op = op, .h = other, .proto = proto };
 	pthread_t t;
 	pthread_create(&t, NULL, bg_run, &b);
-	usleep(300000);
+	usleep(WINDOW_US);
 	bool waited = !atomic_load(&b.done);
 	LONG end = SCardEndTransaction(owner, SCARD_LEAVE_CARD);
 	pthread_join(t, NULL);
 	line(check, "blocks %s rv %s (end %s)", waited ? "yes" : "no", rvs(b.rv), rvs(end));
 }
 
-/* Runs op on `h` and, after 300 ms, `release`s the obstacle: whether it waited. */
+/* Runs op on `h` and, after WINDOW_US, `release`s the obstacle: whether it waited. */
 static void waits_for(const char *check, enum bg_op op, SCARDHANDLE h, void (*release)(void))
 {
 	struct bg b = { .op = op, .h = h };
 	pthread_t t;
 	pthread_create(&t, NULL, bg_run, &b);
-	usleep(300000);
+	usleep(WINDOW_US);
 	bool waited = !atomic_load(&b.done);
 	release();
 	pthread_join(t, NULL);
