@@ -28,8 +28,12 @@ struct calais_handle *calais__handle_get(SCARDHANDLE id);
 void calais__handle_hash_add(struct calais_handle *h);
 void calais__handle_unhash(struct calais_handle *h);
 
-/* The PC/SC output-buffer rules (see lib/context.c). */
-LONG calais__put_out(void *buf, DWORD *len, const void *data, size_t n, bool null_is_error);
+/* The PC/SC output-buffer rules (see lib/context.c). With prefix, a buffer too small
+ * still receives the value's first *len bytes (pcsc-lite's SCardStatus, SCardGetAttrib). */
+LONG calais__put_out(void *buf, DWORD *len, const void *data, size_t n, bool prefix);
+/* SCARD_S_SUCCESS when hCard is a live handle, else SCARD_E_INVALID_HANDLE: the calls
+ * that pcsc-lite's client checks the handle of before their other arguments. */
+LONG calais__handle_check(SCARDHANDLE hCard);
 
 /* ---- lib/card.c --------------------------------------------------------------------- */
 
@@ -47,11 +51,20 @@ struct calais__call {
 	struct calais_reader *r;
 };
 
-/* Enters the manager, looks hCard up and holds it, waits for the reader's turn (with
- * check_events, a pending reset or removal is reported first) and takes its io_lock.
- * On success mgr.lock and the io_lock are held; otherwise everything is undone and the
- * call's return code is returned. */
-LONG calais__call_begin(struct calais__call *call, SCARDHANDLE hCard, bool check_events);
+/* How a call meets the reader's turn (calais__call_begin). */
+enum {
+	/* A pending reset or removal of the handle is reported (until SCardReconnect). */
+	CALAIS__TURN_EVENTS = 1 << 0,
+	/* Another handle's transaction is not waited for: SCARD_E_SHARING_VIOLATION at once,
+	 * as pcsc-lite's SCardControl, SCardGetAttrib and SCardSetAttrib answer (its client
+	 * retries only Transmit, Status, Reconnect and BeginTransaction). */
+	CALAIS__TURN_NO_WAIT = 1 << 1,
+};
+
+/* Enters the manager, looks hCard up and holds it, waits for the reader's turn (how:
+ * CALAIS__TURN_*) and takes its io_lock. On success mgr.lock and the io_lock are held;
+ * otherwise everything is undone and the call's return code is returned. */
+LONG calais__call_begin(struct calais__call *call, SCARDHANDLE hCard, unsigned how);
 
 /* What calais__call_end() does after the I/O section, from the backend's answer. */
 enum {

@@ -41,10 +41,12 @@ static LONG pending_event(const struct calais_handle *h)
 
 /*
  * Waits until no other handle holds a transaction on h's reader, woken by the release
- * itself. With check_events, a pending reset or removal is reported first (it is
- * reported until SCardReconnect). mgr.lock held.
+ * itself; with CALAIS__TURN_NO_WAIT, such a transaction is SCARD_E_SHARING_VIOLATION
+ * at once, before any pending event (pcsc-lite checks the lock first). With
+ * CALAIS__TURN_EVENTS, a pending reset or removal is reported (until SCardReconnect).
+ * mgr.lock held.
  */
-static LONG wait_turn(struct calais_handle *h, bool check_events)
+static LONG wait_turn(struct calais_handle *h, unsigned how)
 {
 	uint32_t gen = h->ctx->cancel_gen;
 	for (;;) {
@@ -55,9 +57,12 @@ static LONG wait_turn(struct calais_handle *h, bool check_events)
 			return SCARD_E_INVALID_HANDLE;
 		if (!r || r->removed)
 			return SCARD_E_READER_UNAVAILABLE;
-		if (check_events && h->pending)
+		bool other_tx = r->tx_owner && r->tx_owner != h;
+		if (other_tx && (how & CALAIS__TURN_NO_WAIT))
+			return SCARD_E_SHARING_VIOLATION;
+		if ((how & CALAIS__TURN_EVENTS) && h->pending)
 			return pending_event(h);
-		if (!r->tx_owner || r->tx_owner == h)
+		if (!other_tx)
 			return SCARD_S_SUCCESS;
 		if (h->ctx->cancel_gen != gen)
 			return SCARD_E_CANCELLED;
@@ -69,17 +74,17 @@ static LONG wait_turn(struct calais_handle *h, bool check_events)
 
 /* wait_turn() plus the reader's io_lock; on success both locks are held and the
  * conditions still hold. */
-static LONG acquire_io(struct calais_handle *h, bool check_events)
+static LONG acquire_io(struct calais_handle *h, unsigned how)
 {
 	for (;;) {
-		LONG rv = wait_turn(h, check_events);
+		LONG rv = wait_turn(h, how);
 		if (rv != SCARD_S_SUCCESS)
 			return rv;
 		struct calais_reader *r = h->reader;
 		io_begin(r);
 		/* Another handle may have begun a transaction while we waited for I/O. */
 		if (h->reader == r && !r->removed && !h->dead && (!r->tx_owner || r->tx_owner == h) &&
-		    !(check_events && h->pending) && !M->stopping)
+		    !((how & CALAIS__TURN_EVENTS) && h->pending) && !M->stopping)
 			return SCARD_S_SUCCESS;
 		io_end(r);
 	}
@@ -91,15 +96,22 @@ void calais__touch_tx(struct calais_handle *h)
 		h->reader->tx_last_use_ms = calais__now_ms();
 }
 
+LONG calais__handle_check(SCARDHANDLE hCard)
+{
+	if (calais__enter() != SCARD_S_SUCCESS)
+		return SCARD_E_INVALID_HANDLE;
+	return calais__leave(calais__handle_lookup(hCard) ? SCARD_S_SUCCESS : SCARD_E_INVALID_HANDLE);
+}
+
 /* One prologue and one epilogue for the calls in an I/O section (lib/api.h). */
-LONG calais__call_begin(struct calais__call *call, SCARDHANDLE hCard, bool check_events)
+LONG calais__call_begin(struct calais__call *call, SCARDHANDLE hCard, unsigned how)
 {
 	if (calais__enter() != SCARD_S_SUCCESS)
 		return SCARD_E_INVALID_HANDLE;
 	struct calais_handle *h = calais__handle_get(hCard);
 	if (!h)
 		return calais__leave(SCARD_E_INVALID_HANDLE);
-	LONG rv = acquire_io(h, check_events);
+	LONG rv = acquire_io(h, how);
 	if (rv != SCARD_S_SUCCESS) {
 		calais__handle_unref(h);
 		return calais__leave(rv);
@@ -248,20 +260,25 @@ static void sharing_remove(struct calais_reader *r, DWORD share)
 LONG SCardConnect(SCARDCONTEXT hContext, LPCSTR szReader, DWORD dwShareMode,
                   DWORD dwPreferredProtocols, LPSCARDHANDLE phCard, LPDWORD pdwActiveProtocol)
 {
+	/* pcsc-lite's order of checks and outputs: *phCard is 0 from the start, the
+	 * protocol is 0 once the context is known (and not touched before). */
 	if (!phCard || !pdwActiveProtocol)
 		return SCARD_E_INVALID_PARAMETER;
 	*phCard = 0;
+	if (!szReader)
+		return SCARD_E_UNKNOWN_READER;
+	if (strlen(szReader) > MAX_READERNAME)
+		return SCARD_E_INVALID_VALUE;
 	if (calais__enter() != SCARD_S_SUCCESS)
 		return SCARD_E_INVALID_HANDLE;
 	struct calais_context *c = calais__ctx_lookup(hContext);
 	if (!c)
 		return calais__leave(SCARD_E_INVALID_HANDLE);
-	if (!szReader)
-		return calais__leave(SCARD_E_UNKNOWN_READER);
-	if (!valid_share(dwShareMode))
-		return calais__leave(SCARD_E_INVALID_VALUE);
+	*pdwActiveProtocol = SCARD_PROTOCOL_UNDEFINED;
 	if (dwShareMode != SCARD_SHARE_DIRECT && !valid_protocols(dwPreferredProtocols))
 		return calais__leave(SCARD_E_PROTO_MISMATCH);
+	if (!valid_share(dwShareMode))
+		return calais__leave(SCARD_E_INVALID_VALUE);
 	struct calais_reader *r = calais__reader_find(szReader);
 	if (!r)
 		return calais__leave(SCARD_E_UNKNOWN_READER);
@@ -405,16 +422,25 @@ void calais__disconnect(struct calais_handle *h, DWORD disp)
 	calais__handle_unref(h);
 }
 
+static bool valid_disposition(DWORD d)
+{
+	return d == SCARD_LEAVE_CARD || d == SCARD_RESET_CARD || d == SCARD_UNPOWER_CARD ||
+	       d == SCARD_EJECT_CARD;
+}
+
+/* Waits only with a disposition that touches the card while another handle holds a
+ * transaction (calais__disconnect), as pcscd does. */
 LONG SCardDisconnect(SCARDHANDLE hCard, DWORD dwDisposition)
 {
-	if (dwDisposition != SCARD_LEAVE_CARD && dwDisposition != SCARD_RESET_CARD &&
-	    dwDisposition != SCARD_UNPOWER_CARD && dwDisposition != SCARD_EJECT_CARD)
-		return SCARD_E_INVALID_VALUE;
 	if (calais__enter() != SCARD_S_SUCCESS)
 		return SCARD_E_INVALID_HANDLE;
 	struct calais_handle *h = calais__handle_get(hCard);
 	if (!h)
 		return calais__leave(SCARD_E_INVALID_HANDLE);
+	if (!valid_disposition(dwDisposition)) {
+		calais__handle_unref(h);
+		return calais__leave(SCARD_E_INVALID_VALUE);
+	}
 	calais__disconnect(h, dwDisposition);
 	calais__handle_unref(h);
 	return calais__leave(SCARD_S_SUCCESS);
@@ -423,17 +449,22 @@ LONG SCardDisconnect(SCARDHANDLE hCard, DWORD dwDisposition)
 LONG SCardReconnect(SCARDHANDLE hCard, DWORD dwShareMode, DWORD dwPreferredProtocols,
                     DWORD dwInitialization, LPDWORD pdwActiveProtocol)
 {
+	/* pcsc-lite's order: the handle, then the values; *pdwActiveProtocol is written on
+	 * success only. Another handle's transaction is waited for (its client retries). */
 	if (!pdwActiveProtocol)
 		return SCARD_E_INVALID_PARAMETER;
-	if (!valid_share(dwShareMode))
-		return SCARD_E_INVALID_VALUE;
+	LONG rv = calais__handle_check(hCard);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
 	if (dwInitialization != SCARD_LEAVE_CARD && dwInitialization != SCARD_RESET_CARD &&
 	    dwInitialization != SCARD_UNPOWER_CARD)
+		return SCARD_E_INVALID_VALUE;
+	if (!valid_share(dwShareMode))
 		return SCARD_E_INVALID_VALUE;
 	if (dwShareMode != SCARD_SHARE_DIRECT && !valid_protocols(dwPreferredProtocols))
 		return SCARD_E_PROTO_MISMATCH;
 	struct calais__call call;
-	LONG rv = calais__call_begin(&call, hCard, false);
+	rv = calais__call_begin(&call, hCard, 0);
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
 	struct calais_handle *h = call.h;
@@ -488,7 +519,7 @@ LONG SCardBeginTransaction(SCARDHANDLE hCard)
 	struct calais_handle *h = calais__handle_get(hCard);
 	if (!h)
 		return calais__leave(SCARD_E_INVALID_HANDLE);
-	LONG rv = wait_turn(h, true);
+	LONG rv = wait_turn(h, CALAIS__TURN_EVENTS);
 	if (rv == SCARD_S_SUCCESS) {
 		struct calais_reader *r = h->reader;
 		if (r->tx_owner == h) {
@@ -509,11 +540,9 @@ LONG SCardBeginTransaction(SCARDHANDLE hCard)
 	return calais__leave(rv);
 }
 
+/* Never waits: another handle's transaction is SCARD_E_SHARING_VIOLATION (pcscd). */
 LONG SCardEndTransaction(SCARDHANDLE hCard, DWORD dwDisposition)
 {
-	if (dwDisposition != SCARD_LEAVE_CARD && dwDisposition != SCARD_RESET_CARD &&
-	    dwDisposition != SCARD_UNPOWER_CARD && dwDisposition != SCARD_EJECT_CARD)
-		return SCARD_E_INVALID_VALUE;
 	if (calais__enter() != SCARD_S_SUCCESS)
 		return SCARD_E_INVALID_HANDLE;
 	struct calais_handle *h = calais__handle_get(hCard);
@@ -521,7 +550,9 @@ LONG SCardEndTransaction(SCARDHANDLE hCard, DWORD dwDisposition)
 		return calais__leave(SCARD_E_INVALID_HANDLE);
 	struct calais_reader *r = h->reader;
 	LONG rv = SCARD_S_SUCCESS;
-	if (!r || r->removed)
+	if (!valid_disposition(dwDisposition))
+		rv = SCARD_E_INVALID_VALUE;
+	else if (!r || r->removed)
 		rv = SCARD_E_READER_UNAVAILABLE;
 	else if (h->pending)
 		rv = pending_event(h);
@@ -553,7 +584,8 @@ static DWORD card_state_bits(const struct calais_reader *r)
 {
 	switch (r->card) {
 	case CALAIS__CARD_POWERED:
-		return SCARD_PRESENT | SCARD_POWERED | (r->protocol ? SCARD_SPECIFIC : SCARD_NEGOTIABLE);
+		/* pcscd never reports SCARD_SPECIFIC, protocol chosen or not. */
+		return SCARD_PRESENT | SCARD_POWERED | SCARD_NEGOTIABLE;
 	case CALAIS__CARD_UNPOWERED:
 	case CALAIS__CARD_MUTE:
 		return SCARD_PRESENT | SCARD_SWALLOWED;
@@ -562,32 +594,58 @@ static DWORD card_state_bits(const struct calais_reader *r)
 	}
 }
 
+/*
+ * Every output is set on every path, as pcsc-lite's client does: the state, protocol
+ * and both lengths are 0 until the card's are known (a failure leaves them 0); a buffer
+ * given without its length pointer counts as 0 bytes long. On success or
+ * SCARD_E_INSUFFICIENT_BUFFER both needed lengths are reported and a buffer too small
+ * receives what fits. Another handle's transaction is waited for (pcsc-lite's client
+ * retries); a pending reset or removal is reported.
+ */
 LONG SCardStatus(SCARDHANDLE hCard, LPSTR szReaderName, LPDWORD pcchReaderLen, LPDWORD pdwState,
                  LPDWORD pdwProtocol, LPBYTE pbAtr, LPDWORD pcbAtrLen)
 {
+	DWORD no_name_len = 0, no_atr_len = 0;
+	if (pdwState)
+		*pdwState = 0;
+	if (pdwProtocol)
+		*pdwProtocol = 0;
+	if (!pcchReaderLen)
+		pcchReaderLen = &no_name_len;
+	if (!pcbAtrLen)
+		pcbAtrLen = &no_atr_len;
+	DWORD name_cap = *pcchReaderLen, atr_cap = *pcbAtrLen;
+	*pcchReaderLen = 0;
+	*pcbAtrLen = 0;
 	if (calais__enter() != SCARD_S_SUCCESS)
 		return SCARD_E_INVALID_HANDLE;
 	struct calais_handle *h = calais__handle_get(hCard);
 	if (!h)
 		return calais__leave(SCARD_E_INVALID_HANDLE);
-	LONG rv = wait_turn(h, true);
+	LONG rv = wait_turn(h, CALAIS__TURN_EVENTS);
 	if (rv == SCARD_S_SUCCESS) {
 		struct calais_reader *r = h->reader;
-		/* The ATR is copied first: the name and ATR outputs may fail independently,
-		 * and the caller always learns both sizes. */
-		uint8_t atr[MAX_ATR_SIZE];
 		size_t atr_len = r->card == CALAIS__CARD_ABSENT ? 0 : r->atr_len;
-		memcpy(atr, r->atr, atr_len);
 		if (pdwState)
 			*pdwState = card_state_bits(r) | ((DWORD)r->event_counter << 16);
+		/* The card's protocol, as pcscd reports it (a DIRECT handle sees the one
+		 * another connection chose). */
 		if (pdwProtocol)
-			*pdwProtocol = h->protocol;
-		LONG rv1 = calais__put_out(szReaderName, pcchReaderLen, r->name, strlen(r->name) + 1, false);
-		LONG rv2 = calais__put_out(pbAtr, pcbAtrLen, atr, atr_len, false);
-		rv = rv1 != SCARD_S_SUCCESS ? rv1 : rv2;
+			*pdwProtocol = r->card == CALAIS__CARD_POWERED ? r->protocol : 0;
+		*pcchReaderLen = name_cap;
+		*pcbAtrLen = atr_cap;
+		rv = calais__put_out(szReaderName, pcchReaderLen, r->name, strlen(r->name) + 1, true);
+		/* A name that could not be stored at all ends the call (pcsc-lite); a short
+		 * buffer still lets the ATR be stored. */
+		if (rv == SCARD_S_SUCCESS || rv == SCARD_E_INSUFFICIENT_BUFFER) {
+			LONG rv2 = calais__put_out(pbAtr, pcbAtrLen, r->atr, atr_len, true);
+			if (rv2 != SCARD_S_SUCCESS && (rv == SCARD_S_SUCCESS || rv2 != SCARD_E_INSUFFICIENT_BUFFER))
+				rv = rv2;
+		} else {
+			*pcbAtrLen = (DWORD)atr_len;
+		}
 		calais__touch_tx(h);
 	}
 	calais__handle_unref(h);
 	return calais__leave(rv);
 }
-

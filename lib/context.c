@@ -114,16 +114,20 @@ void calais__handle_unhash(struct calais_handle *h)
 /* ---- buffers --------------------------------------------------------------------- */
 
 /*
- * The PC/SC output-buffer rules, in one place: a NULL length pointer skips the value; a
- * length of SCARD_AUTOALLOCATE means buf is a pointer to a pointer that receives a
- * malloc'd copy (freed with SCardFreeMemory); a NULL buffer is a size query; a small
- * buffer gives SCARD_E_INSUFFICIENT_BUFFER. The needed size is always written back.
+ * The PC/SC output-buffer rules, in one place, as pcsc-lite's client applies them: a
+ * NULL length pointer skips the value; a length of SCARD_AUTOALLOCATE means buf is a
+ * pointer to a pointer that receives a malloc'd copy (freed with SCardFreeMemory), and
+ * a NULL buf is then SCARD_E_INVALID_PARAMETER; a NULL buffer is a size query; a small
+ * buffer gives SCARD_E_INSUFFICIENT_BUFFER (with prefix, it receives what fits). The
+ * needed size is written back on every path.
  */
-LONG calais__put_out(void *buf, DWORD *len, const void *data, size_t n, bool null_is_error)
+LONG calais__put_out(void *buf, DWORD *len, const void *data, size_t n, bool prefix)
 {
 	if (!len)
 		return SCARD_S_SUCCESS;
-	if (*len == SCARD_AUTOALLOCATE) {
+	DWORD cap = *len;
+	*len = (DWORD)n;
+	if (cap == SCARD_AUTOALLOCATE) {
 		if (!buf)
 			return SCARD_E_INVALID_PARAMETER;
 		void *p = malloc(n ? n : 1);
@@ -131,19 +135,16 @@ LONG calais__put_out(void *buf, DWORD *len, const void *data, size_t n, bool nul
 			return SCARD_E_NO_MEMORY;
 		memcpy(p, data, n);
 		*(void **)buf = p;
-		*len = (DWORD)n;
 		return SCARD_S_SUCCESS;
 	}
-	if (!buf) {
-		*len = (DWORD)n;
-		return null_is_error ? SCARD_E_INVALID_PARAMETER : SCARD_S_SUCCESS;
-	}
-	if (*len < n) {
-		*len = (DWORD)n;
+	if (!buf)
+		return SCARD_S_SUCCESS;
+	if (cap < n) {
+		if (prefix)
+			memcpy(buf, data, cap);
 		return SCARD_E_INSUFFICIENT_BUFFER;
 	}
 	memcpy(buf, data, n);
-	*len = (DWORD)n;
 	return SCARD_S_SUCCESS;
 }
 
@@ -266,16 +267,18 @@ LONG SCardListReaders(SCARDCONTEXT hContext, LPCSTR mszGroups, LPSTR mszReaders,
 		return SCARD_E_INVALID_HANDLE;
 	if (!calais__ctx_lookup(hContext))
 		return calais__leave(SCARD_E_INVALID_HANDLE);
-	if (*pcchReaders == SCARD_AUTOALLOCATE && !mszReaders)
-		return calais__leave(SCARD_E_INVALID_PARAMETER);
 
+	/* The needed length is written on every path past the context, 1 (the empty
+	 * multi-string) when there is no reader, as pcsc-lite does. */
 	size_t n = 1;
 	bool any = M->readers && groups_match(mszGroups);
 	if (any)
 		for (struct calais_reader *r = M->readers; r; r = r->next)
 			n += strlen(r->name) + 1;
-	if (!any)
+	if (!any) {
+		*pcchReaders = 1;
 		return calais__leave(SCARD_E_NO_READERS_AVAILABLE);
+	}
 
 	char stackbuf[1024];
 	char *list = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
@@ -294,15 +297,15 @@ LONG SCardListReaders(SCARDCONTEXT hContext, LPCSTR mszGroups, LPSTR mszReaders,
 	return calais__leave(rv);
 }
 
+/* The context first, as pcsc-lite, which then reads *pcchGroups unchecked (a NULL
+ * pointer is refused here instead). */
 LONG SCardListReaderGroups(SCARDCONTEXT hContext, LPSTR mszGroups, LPDWORD pcchGroups)
 {
-	if (!pcchGroups)
-		return SCARD_E_INVALID_PARAMETER;
 	if (calais__enter() != SCARD_S_SUCCESS)
 		return SCARD_E_INVALID_HANDLE;
 	if (!calais__ctx_lookup(hContext))
 		return calais__leave(SCARD_E_INVALID_HANDLE);
-	if (*pcchGroups == SCARD_AUTOALLOCATE && !mszGroups)
+	if (!pcchGroups)
 		return calais__leave(SCARD_E_INVALID_PARAMETER);
 	return calais__leave(calais__put_out(mszGroups, pcchGroups, default_group,
 	                                     sizeof(default_group), false));

@@ -50,7 +50,7 @@ static bool scan_states(SCARD_READERSTATE *rs, DWORD n, uint16_t pnp_start)
 		DWORD cur = e->dwCurrentState;
 		DWORD ev;
 		if (cur & SCARD_STATE_IGNORE) {
-			e->dwEventState = SCARD_STATE_IGNORE;
+			e->dwEventState = 0; /* pcsc-lite clears it and leaves the rest */
 			continue;
 		}
 		if (strcasecmp(e->szReader, PNP_READER_NAME) == 0) {
@@ -91,29 +91,31 @@ static bool scan_states(SCARD_READERSTATE *rs, DWORD n, uint16_t pnp_start)
 LONG SCardGetStatusChange(SCARDCONTEXT hContext, DWORD dwTimeout,
                           SCARD_READERSTATE *rgReaderStates, DWORD cReaders)
 {
+	/* pcsc-lite's order: the array is checked, and an empty or all-ignored one
+	 * returns, before the context is (nothing is written then). */
 	if (!rgReaderStates && cReaders > 0)
 		return SCARD_E_INVALID_PARAMETER;
+	bool all_ignored = true;
+	for (DWORD i = 0; i < cReaders; i++) {
+		if (!rgReaderStates[i].szReader)
+			return SCARD_E_INVALID_VALUE;
+		if (!(rgReaderStates[i].dwCurrentState & SCARD_STATE_IGNORE))
+			all_ignored = false;
+	}
+	if (all_ignored)
+		return SCARD_S_SUCCESS;
 	if (calais__enter() != SCARD_S_SUCCESS)
 		return SCARD_E_INVALID_HANDLE;
 	struct calais_context *c = calais__ctx_lookup(hContext);
 	if (!c)
 		return calais__leave(SCARD_E_INVALID_HANDLE);
-	if (cReaders == 0)
-		return calais__leave(SCARD_S_SUCCESS);
-
-	bool all_ignored = true;
+	/* An unknown name fails the call before any entry is written. */
 	for (DWORD i = 0; i < cReaders; i++) {
 		const char *name = rgReaderStates[i].szReader;
-		if (!name)
-			return calais__leave(SCARD_E_INVALID_VALUE);
-		if (rgReaderStates[i].dwCurrentState & SCARD_STATE_IGNORE)
-			continue;
-		all_ignored = false;
-		if (strcasecmp(name, PNP_READER_NAME) != 0 && !calais__reader_find(name))
+		if (!(rgReaderStates[i].dwCurrentState & SCARD_STATE_IGNORE) &&
+		    strcasecmp(name, PNP_READER_NAME) != 0 && !calais__reader_find(name))
 			return calais__leave(SCARD_E_UNKNOWN_READER);
 	}
-	if (all_ignored)
-		return calais__leave(SCARD_S_SUCCESS);
 
 	/* INFINITE, and its sign-extended 64-bit form, wait for ever. */
 	bool forever = dwTimeout == INFINITE || dwTimeout == (DWORD)-1;

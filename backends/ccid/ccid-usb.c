@@ -793,7 +793,7 @@ static LONG ccid_get_attrib(calais_reader *r, uint32_t id, uint8_t *buf, size_t 
 	struct ccid_dev *d = DEV(r);
 	if (id != SCARD_ATTR_VENDOR_IFD_SERIAL_NO || !d->serial[0])
 		return SCARD_E_UNSUPPORTED_FEATURE;
-	size_t n = strlen(d->serial);
+	size_t n = strlen(d->serial) + 1; /* with its NUL, as libccid answers it */
 	if (n > *len) {
 		*len = n;
 		return SCARD_E_INSUFFICIENT_BUFFER;

@@ -239,7 +239,8 @@ struct calais_backend {
 	/**
 	 * Reads an attribute the core does not answer itself. Optional.
 	 * @param buf receives the value; *len is its capacity on entry (at least 264 bytes)
-	 *  and the value's length on return.
+	 *  and the value's length on return. Integer attributes are 4 bytes, little-endian
+	 *  (as libccid and Windows answer them), never sizeof(DWORD).
 	 * @returns SCARD_S_SUCCESS; SCARD_E_UNSUPPORTED_FEATURE (unknown attribute);
 	 *  SCARD_E_INSUFFICIENT_BUFFER.
 	 */

@@ -178,7 +178,7 @@ Test(pcsc, attributes)
 	cr_assert_str_eq((char *)v, R0);
 	vl = sizeof(v);
 	assert_rv(SCardGetAttrib(h, SCARD_ATTR_CURRENT_PROTOCOL_TYPE, v, &vl), SCARD_S_SUCCESS);
-	cr_assert_eq(*(DWORD *)v, (DWORD)SCARD_PROTOCOL_T1);
+	cr_assert(vl == 4 && *(uint32_t *)v == SCARD_PROTOCOL_T1, "4 bytes, little-endian");
 	assert_rv(SCardDisconnect(h, SCARD_LEAVE_CARD), SCARD_S_SUCCESS);
 }
 

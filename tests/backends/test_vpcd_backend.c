@@ -643,6 +643,7 @@ Test(vpcd, readers_names_and_attributes)
 	uint8_t v[264];
 	DWORD vl = sizeof(v);
 	assert_rv(SCardGetAttrib(h, SCARD_ATTR_CHANNEL_ID, v, &vl), SCARD_S_SUCCESS);
+	cr_assert_eq(vl, 4u, "integer attributes are 4 bytes");
 	uint32_t ch;
 	memcpy(&ch, v, 4);
 	cr_assert_eq(ch, 0x00F10000u | (uint32_t)(port0 + 1), "channel 0x%08X", ch);

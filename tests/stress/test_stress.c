@@ -198,8 +198,9 @@ static void *worker(void *arg)
 			      SCARD_E_CANCELLED);
 			BYTE attr[300];
 			len = sizeof(attr);
+			/* Another handle's transaction: refused at once, as by pcscd. */
 			CHECK("GetAttrib", SCardGetAttrib(h, SCARD_ATTR_ATR_STRING, attr, &len), CARD_CHURN,
-			      SCARD_E_CANCELLED);
+			      SCARD_E_CANCELLED, SCARD_E_SHARING_VIOLATION);
 			if (rand_r(&seed) % 8 == 0)
 				CHECK("Reconnect", SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_ANY,
 				                                  rand_r(&seed) % 3, &p2),

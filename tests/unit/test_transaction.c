@@ -79,6 +79,93 @@ Test(transaction, begin_transmit_status_block_until_end)
 	check_blocked(a, &b, status_only, end_leave, SCARD_S_SUCCESS);
 }
 
+static LONG reconnect_leave(void *arg)
+{
+	DWORD p;
+	return SCardReconnect(*(SCARDHANDLE *)arg, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1,
+	                      SCARD_LEAVE_CARD, &p);
+}
+
+static LONG disconnect_reset(void *arg)
+{
+	return SCardDisconnect(*(SCARDHANDLE *)arg, SCARD_RESET_CARD);
+}
+
+/* pcsc-lite's client retries Reconnect as it does Transmit and Status; pcscd waits for
+ * the transaction before a Disconnect that resets the card. */
+Test(transaction, reconnect_and_resetting_disconnect_block_until_end)
+{
+	SCARDHANDLE a = t_connect(SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1);
+	SCARDHANDLE b = t_connect(SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1);
+	check_blocked(a, &b, reconnect_leave, end_leave, SCARD_S_SUCCESS);
+	check_blocked(a, &b, disconnect_reset, end_leave, SCARD_S_SUCCESS);
+}
+
+static LONG control_features(void *arg)
+{
+	BYTE out[64];
+	DWORD ret;
+	return SCardControl(*(SCARDHANDLE *)arg, CM_IOCTL_GET_FEATURE_REQUEST, NULL, 0, out,
+	                    sizeof(out), &ret);
+}
+
+static LONG get_attrib_name(void *arg)
+{
+	BYTE out[MAX_BUFFER_SIZE];
+	DWORD len = sizeof(out);
+	return SCardGetAttrib(*(SCARDHANDLE *)arg, SCARD_ATTR_DEVICE_FRIENDLY_NAME_A, out, &len);
+}
+
+static LONG set_attrib_any(void *arg)
+{
+	const BYTE v = 1;
+	return SCardSetAttrib(*(SCARDHANDLE *)arg, SCARD_ATTR_SUPRESS_T1_IFS_REQUEST, &v, 1);
+}
+
+static LONG disconnect_leave_fn(void *arg)
+{
+	return SCardDisconnect(*(SCARDHANDLE *)arg, SCARD_LEAVE_CARD);
+}
+
+/* fn on `other` returns `want` at once while `owner` holds a transaction. */
+static void check_not_blocked(SCARDHANDLE owner, SCARDHANDLE *other, LONG (*fn)(void *),
+                              LONG want)
+{
+	assert_rv(SCardBeginTransaction(owner), SCARD_S_SUCCESS);
+	t_thread *t = t_spawn(fn, other);
+	for (int i = 0; i < 100 && !t_done(t); i++)
+		t_sleep_ms(10);
+	cr_assert(t_done(t), "the other handle must not wait for the transaction");
+	assert_rv(t_join(t), want);
+	assert_rv(SCardEndTransaction(owner, SCARD_LEAVE_CARD), SCARD_S_SUCCESS);
+}
+
+/* pcsc-lite's SCardBlockingBehaviourTest table (Windows 7: GetAttrib does not block) and
+ * its client: Control, GetAttrib and SetAttrib are not retried, so they answer
+ * SCARD_E_SHARING_VIOLATION at once; so do EndTransaction and a Disconnect that leaves
+ * the card (which succeeds). */
+Test(transaction, control_attributes_end_and_leaving_disconnect_do_not_block)
+{
+	SCARDHANDLE a = t_connect(SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1);
+	SCARDHANDLE b = t_connect(SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1);
+	check_not_blocked(a, &b, control_features, SCARD_E_SHARING_VIOLATION);
+	check_not_blocked(a, &b, get_attrib_name, SCARD_E_SHARING_VIOLATION);
+	check_not_blocked(a, &b, set_attrib_any, SCARD_E_SHARING_VIOLATION);
+	check_not_blocked(a, &b, disconnect_leave_fn, SCARD_S_SUCCESS);
+	/* Without a transaction the same calls work. */
+	b = t_connect(SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1);
+	assert_rv(control_features(&b), SCARD_S_SUCCESS);
+	assert_rv(get_attrib_name(&b), SCARD_S_SUCCESS);
+	/* The lock is reported before a pending reset, as pcscd checks it first. */
+	DWORD p;
+	assert_rv(SCardBeginTransaction(a), SCARD_S_SUCCESS);
+	assert_rv(SCardEndTransaction(a, SCARD_RESET_CARD), SCARD_S_SUCCESS);
+	assert_rv(SCardReconnect(a, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, SCARD_LEAVE_CARD, &p),
+	          SCARD_S_SUCCESS);
+	check_not_blocked(a, &b, get_attrib_name, SCARD_E_SHARING_VIOLATION);
+	assert_rv(get_attrib_name(&b), SCARD_W_RESET_CARD);
+}
+
 Test(transaction, released_by_disconnect)
 {
 	SCARDHANDLE a = t_connect(SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1);
