@@ -358,7 +358,7 @@ static LONG set_parameters(struct calais__ccid_slot *s, uint8_t proto)
 		d[2] = a->n;
 		d[3] = (uint8_t)(a->bwi << 4 | (a->cwi & 0x0F));
 		d[4] = 0;
-		d[5] = a->ifsc;
+		d[5] = calais__t1_ifs(a->ifsc);
 		d[6] = 0;
 		n = 7;
 	}

@@ -613,3 +613,31 @@ Test(t1, cancel_is_seen_between_blocks, .timeout = 10)
 	cr_assert_eq(c->xfers, 2);
 	free(c);
 }
+
+/* ---- parameters from a partly parsed ATR ------------------------------------------------ */
+
+/* TC3 = CRC, then TA4 = FF (the first TA for T=1): the ATR is rejected (IFSC FF is reserved) but a transport may
+ * still run the card. No block longer than 3 + 254 + 2 bytes is ever built (an INF of
+ * 255 bytes plus a CRC wrote one byte past the block buffer). */
+Test(t1, ifsc_ff_from_a_rejected_atr_is_bounded)
+{
+	static const uint8_t atr[] = { 0x3B, 0x80, 0x81, 0xC1, 0x01, 0x11, 0xFF, 0x2F };
+	struct calais__atr a;
+	cr_assert_neq(calais__atr_parse(atr, sizeof(atr), &a), SCARD_S_SUCCESS);
+	struct card *c = card_new();
+	c->crc = true;
+	c->ifsd = 254;
+	struct calais__t1 t;
+	memset(&t, 0, sizeof(t));
+	calais__t1_init(&t, &a);
+	t.user = c;
+	t.xfer = card_xfer;
+	t.bwt_ms = 100;
+	cr_assert(t.crc, "TC3 bit 0 asks for a CRC");
+	static uint8_t cmd[600], resp[700];
+	size_t len = sizeof(resp);
+	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_S_SUCCESS);
+	cr_assert_eq(len, sizeof(cmd) + 2);
+	cr_assert(t.ifsc >= 1 && t.ifsc <= 254, "IFSC %u", t.ifsc);
+	free(c);
+}
