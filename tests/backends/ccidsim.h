@@ -35,6 +35,7 @@ struct ccidsim_card {
 	uint8_t atr[33];
 	size_t atr_len;
 	bool t1;           /* speaks T=1 blocks at TPDU/character level (else T=0) */
+	bool t1_crc;       /* its T=1 EDC is the CRC (its ATR's TC3 should say so), else LRC */
 	bool mute;         /* no ATR */
 };
 

@@ -28,6 +28,8 @@
 
 static const uint8_t ATR_T0[] = { 0x3B, 0x10, 0x96 }; /* TA1 = 96: PPS to 250 kbit/s */
 static const uint8_t ATR_T1[] = { 0x3B, 0x80, 0x81, 0x31, 0x20, 0x45, 0x55 };
+/* T=1 with the CRC: TD2 71 -> TA3 20 (IFSC 32), TB3 45, TC3 01 (CRC); TCK */
+static const uint8_t ATR_T1_CRC[] = { 0x3B, 0x80, 0x81, 0x71, 0x20, 0x45, 0x01, 0x55 };
 
 static SCARDCONTEXT ctx;
 
@@ -77,6 +79,13 @@ static struct ccidsim_card card_t1(void)
 {
 	struct ccidsim_card c = { .atr_len = sizeof(ATR_T1), .t1 = true };
 	memcpy(c.atr, ATR_T1, sizeof(ATR_T1));
+	return c;
+}
+
+static struct ccidsim_card card_t1_crc(void)
+{
+	struct ccidsim_card c = { .atr_len = sizeof(ATR_T1_CRC), .t1 = true, .t1_crc = true };
+	memcpy(c.atr, ATR_T1_CRC, sizeof(ATR_T1_CRC));
 	return c;
 }
 
@@ -348,6 +357,25 @@ Test(ccid, character_level_t1)
 	check_echo(h, 70);
 	check_source(h, 300);
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+/* A card whose ATR asks for the CRC (TC3 bit 0), at TPDU and at character level: the
+ * blocks carry the CRC cards use (tests/serial/t1crc.h). */
+Test(ccid, t1_crc_card_at_tpdu_and_character_level)
+{
+	static const uint32_t levels[] = { LVL_TPDU | 0xBE, LVL_CHAR };
+	for (size_t i = 0; i < 2; i++) {
+		struct ccidsim_cfg cfg = { .intr = true, .features = levels[i], .max_msg = 271 };
+		struct ccidsim_card c = card_t1_crc();
+		ccidsim_dev *d;
+		char name[MAX_READERNAME];
+		SCARDHANDLE h = reader_with_card(&cfg, &c, &d, name);
+		check_echo(h, 70);
+		check_source(h, 300);
+		SCardDisconnect(h, SCARD_LEAVE_CARD);
+		ccidsim_unplug(d);
+		cr_assert_eq(wait_readers(0, NULL), 0);
+	}
 }
 
 static void movement(bool intr)
