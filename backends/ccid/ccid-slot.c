@@ -644,9 +644,24 @@ static LONG secure(struct calais__ccid_slot *s, bool modify, const uint8_t *in, 
 		const uint8_t *d = r.data;
 		size_t len = r.len;
 		if (t1_blocks) {
+			/* The card's block is checked as every other T=1 block is: its length,
+			 * EDC, node address, and that it is the unchained I-block answering ours
+			 * (N(S) = our N(R)). Anything else (an R- or S-block, a chain) fails the
+			 * call; the next APDU's block protocol recovers the sequence. */
 			size_t edc = s->t1.crc ? 2 : 1;
-			if (len < 3 + edc || d[2] != len - 3 - edc) {
-				ccid_warn("%s: malformed T=1 block after PIN entry", s->port->name);
+			uint8_t want[2];
+			bool ok = len >= 3 + edc && d[2] != 0xFF && d[2] == len - 3 - edc;
+			if (ok) {
+				calais__t1_edc(s->t1.crc, d, len - edc, want);
+				ok = memcmp(want, d + len - edc, edc) == 0 &&
+				     d[0] == (uint8_t)((s->t1.nad & 0x0F) << 4 | s->t1.nad >> 4) &&
+				     (d[1] & 0x80) == 0 && (d[1] & 0x20) == 0 &&
+				     ((d[1] >> 6) & 1) == s->t1.nr;
+			}
+			if (!ok) {
+				ccid_warn("%s: malformed or unexpected T=1 block after PIN entry "
+				          "(%zu bytes, PCB 0x%02X)", s->port->name, len,
+				          len >= 2 ? d[1] : 0);
 				rv = SCARD_F_COMM_ERROR;
 				goto out;
 			}
