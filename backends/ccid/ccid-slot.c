@@ -659,10 +659,17 @@ static LONG secure(struct calais__ccid_slot *s, bool modify, const uint8_t *in, 
 				     ((d[1] >> 6) & 1) == s->t1.nr;
 			}
 			if (!ok) {
+				/* Whether the card took our block is unknown: RESYNCH puts both
+				 * sides back in step, or the next APDU could take this answer for
+				 * its own. */
 				ccid_warn("%s: malformed or unexpected T=1 block after PIN entry "
-				          "(%zu bytes, PCB 0x%02X)", s->port->name, len,
+				          "(%zu bytes, PCB 0x%02X); resynchronising", s->port->name, len,
 				          len >= 2 ? d[1] : 0);
-				rv = SCARD_F_COMM_ERROR;
+				s->t1.deadline_ms = calais__now_ms() + DEFAULT_TIMEOUT_MS;
+				s->t1.cancelled = slot_cancelled;
+				rv = calais__t1_resynch(&s->t1);
+				s->t1.deadline_ms = 0;
+				rv = rv == SCARD_S_SUCCESS ? SCARD_F_COMM_ERROR : rv;
 				goto out;
 			}
 			s->t1.ns ^= 1;

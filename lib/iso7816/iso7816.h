@@ -187,6 +187,10 @@ uint8_t calais__t1_ifs(unsigned v);
 void calais__t1_init(struct calais__t1 *t, const struct calais__atr *a);
 /* Host-initiated ABORT of a chain (S(ABORT request)); RESYNCH when unanswered. */
 LONG calais__t1_abort(struct calais__t1 *t);
+/* S(RESYNCH request) (11.6.3.2): both sides' sequence numbers back to 0, for a caller
+ * that exchanged a block outside the engine and lost step (SCARD_S_SUCCESS when the card
+ * answered, SCARD_W_UNRESPONSIVE_CARD after three tries). */
+LONG calais__t1_resynch(struct calais__t1 *t);
 /* IFSD request at start (11.4.2), unless the reader does it itself; ifsd 1..254. */
 LONG calais__t1_set_ifsd(struct calais__t1 *t, uint8_t ifsd);
 /* One APDU of any length (chained by IFSC), the answer reassembled. An answer longer

@@ -219,6 +219,13 @@ static LONG resynch(struct calais__t1 *t)
 	return SCARD_W_UNRESPONSIVE_CARD;
 }
 
+LONG calais__t1_resynch(struct calais__t1 *t)
+{
+	call_start(t);
+	LONG rv = resynch(t);
+	return rv == SCARD_F_COMM_ERROR ? SCARD_S_SUCCESS : rv;
+}
+
 /* An answer that is a valid block but not one the protocol allows here. */
 static LONG invalid(struct calais__t1 *t)
 {

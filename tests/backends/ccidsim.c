@@ -386,6 +386,14 @@ static size_t t1_block(ccidsim_dev *d, struct slot *s, const uint8_t *b, size_t 
 			s->cmd_len = 0;
 			s->answering = false;
 			len = t1_frame(s, 0xE0, NULL, 0, out);
+		} else if (type == 2) {
+			/* ABORT: the chain in progress is dropped; the card's own I-blocks
+			 * sent so far count as acknowledged. */
+			if (s->answering)
+				s->ns ^= 1;
+			s->cmd_len = 0;
+			s->answering = false;
+			len = t1_frame(s, 0xE2, NULL, 0, out);
 		} else {
 			len = t1_frame(s, (uint8_t)(0x80 | s->nr << 4 | 2), NULL, 0, out);
 		}
@@ -628,6 +636,19 @@ static size_t command(ccidsim_dev *d, const uint8_t *m, size_t n, uint8_t *b)
 		}
 		if (!s->present)
 			return make(b, 0x80, slot, seq, 0x42, 0xFE, 0, NULL, 0);
+		if (s->card.t1 && (d->cfg.features & 0x70000) == 0x10000 && len >= 15 && p[0] == 0) {
+			/* PIN verify at TPDU level: the reader wraps the APDU in the I-block whose
+			 * prologue (bTeoPrologue) the host gave, and returns the card's block. */
+			uint8_t blk[300], out[300];
+			size_t an = len - 15 > 254 ? 254 : len - 15;
+			blk[0] = p[12];
+			blk[1] = p[13];
+			blk[2] = (uint8_t)an;
+			memcpy(blk + 3, p + 15, an);
+			size_t bn = 3 + an + t1_edc(s, blk, 3 + an);
+			size_t on = t1_block(d, s, blk, bn, out);
+			return make(b, 0x80, slot, seq, 0, 0, 0, out, on);
+		}
 		return make(b, 0x80, slot, seq, 0, 0, 0, (const uint8_t *)"\x90\x00", 2);
 	case 0x6B:
 		return make(b, 0x83, slot, seq, icc(s), 0, 0, p, len);
@@ -724,6 +745,10 @@ static enum calais__usb_status bulk_out(ccidsim_dev *d, const uint8_t *m, size_t
 	case CS_PIN_TIMEOUT:
 		if (m[0] == 0x69)
 			len = make(b, 0x80, m[5], m[6], 0x40, 0xF0, 0, NULL, 0);
+		break;
+	case CS_PIN_BAD_EDC:
+		if (m[0] == 0x69 && len > 10)
+			b[len - 1] ^= 0x5A;
 		break;
 	case CS_FAIL_HW:
 		b[7] = (uint8_t)(0x40 | (b[7] & 3));

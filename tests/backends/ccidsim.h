@@ -54,6 +54,7 @@ enum ccidsim_fault {
 	CS_MUTE,           /* no reply at all (until an abort) */
 	CS_GONE,           /* the device disappears during the transfer */
 	CS_PIN_TIMEOUT,    /* Secure fails with PIN_TIMEOUT */
+	CS_PIN_BAD_EDC,    /* Secure over T=1 blocks: the card's answer block has a bad EDC */
 	CS_FAIL_HW,        /* the command fails with HW_ERROR */
 };
 

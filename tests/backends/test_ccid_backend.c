@@ -372,6 +372,13 @@ Test(ccid, t1_crc_card_at_tpdu_and_character_level)
 		SCARDHANDLE h = reader_with_card(&cfg, &c, &d, name);
 		check_echo(h, 70);
 		check_source(h, 300);
+		/* An answer too long for the buffer: the card's chain is aborted, the next
+		 * APDU is in step. */
+		uint8_t apdu[7] = { 0x80, 0xEF, 0x01, 0x2C, 0 }, small[100];
+		DWORD rl = sizeof(small);
+		assert_rv(SCardTransmit(h, SCARD_PCI_T1, apdu, 5, NULL, small, &rl),
+		          SCARD_E_INSUFFICIENT_BUFFER);
+		check_echo(h, 70);
 		SCardDisconnect(h, SCARD_LEAVE_CARD);
 		ccidsim_unplug(d);
 		cr_assert_eq(wait_readers(0, NULL), 0);
@@ -561,6 +568,40 @@ Test(ccid, pinpad_features_and_secure_verify)
 	                       sizeof(out), &ol),
 	          SCARD_E_UNSUPPORTED_FEATURE);
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+/* PIN verify over T=1 blocks (TPDU level): the reader builds the I-block with our N(S),
+ * the card's block comes back and is checked like any other; one with a bad EDC fails
+ * the call, and the block protocol is resynchronised, so the next APDU gets its own
+ * answer (not the PIN's). */
+Test(ccid, secure_verify_over_t1_blocks_checks_the_answer_block)
+{
+	struct ccidsim_cfg cfg = { .intr = true, .features = LVL_TPDU | 0xBE, .max_msg = 271,
+	                           .pin_support = 3 };
+	for (int crc = 0; crc < 2; crc++) {
+		struct ccidsim_card c = crc ? card_t1_crc() : card_t1();
+		ccidsim_dev *d;
+		SCARDHANDLE h = reader_with_card(&cfg, &c, &d, NULL);
+		uint32_t verify = feature(h, FEATURE_VERIFY_PIN_DIRECT);
+		uint8_t in[19 + 13] = { 30, 30, 0x82, 0x08, 0x00, 8, 4, 0x02, 1, 0x09, 0x04, 0, 0,
+		                        0, 0, 13, 0, 0, 0, 0x00, 0x20, 0x00, 0x81, 0x08, 0x20,
+		                        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF };
+		uint8_t out[32];
+		DWORD ol = 0;
+		check_echo(h, 40);
+		assert_rv(SCardControl(h, verify, in, sizeof(in), out, sizeof(out), &ol),
+		          SCARD_S_SUCCESS);
+		cr_assert(ol == 2 && out[0] == 0x90 && out[1] == 0x00, "%lu bytes", (unsigned long)ol);
+		check_echo(h, 40);
+		ccidsim_fault(d, CS_PIN_BAD_EDC, 1);
+		assert_rv(SCardControl(h, verify, in, sizeof(in), out, sizeof(out), &ol),
+		          SCARD_F_COMM_ERROR);
+		check_echo(h, 40);
+		check_source(h, 300);
+		SCardDisconnect(h, SCARD_LEAVE_CARD);
+		ccidsim_unplug(d);
+		cr_assert_eq(wait_readers(0, NULL), 0);
+	}
 }
 
 Test(ccid, escape_when_enabled)
