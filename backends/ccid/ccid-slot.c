@@ -294,8 +294,13 @@ static LONG t1_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, size_
 	uint32_t bwt = s->t1.bwt_ms ? s->t1.bwt_ms : 1;
 	uint32_t mult = timeout_ms / bwt;
 	uint8_t bwi = mult > 1 ? (uint8_t)(mult > 255 ? 255 : mult) : 0;
-	return engine_rv(s, xfr_block(s, blk, n, 0, bwi, rx, rx_len,
-	                              s->timeout_ms * (mult > 1 ? mult : 1), NULL));
+	LONG rv = xfr_block(s, blk, n, 0, bwi, rx, rx_len, s->timeout_ms * (mult > 1 ? mult : 1),
+	                    NULL);
+	/* ICC_MUTE: the reader's BWT ran out without a block, which the engine answers with
+	 * R-blocks, then RESYNCH (11.6.3.2); it says when the card is unresponsive. */
+	if (rv == SCARD_W_UNRESPONSIVE_CARD)
+		rv = SCARD_E_TIMEOUT;
+	return engine_rv(s, rv);
 }
 
 /* Character level: bytes to send wait in s->chr until the next read, which sends them

@@ -746,6 +746,10 @@ static enum calais__usb_status bulk_out(ccidsim_dev *d, const uint8_t *m, size_t
 		if (m[0] == 0x69)
 			len = make(b, 0x80, m[5], m[6], 0x40, 0xF0, 0, NULL, 0);
 		break;
+	case CS_ICC_MUTE:
+		if (m[0] == 0x6F)
+			len = make(b, 0x80, m[5], m[6], 0x40, 0xFE, 0, NULL, 0);
+		break;
 	case CS_PIN_BAD_EDC:
 		if (m[0] == 0x69 && len > 10)
 			b[len - 1] ^= 0x5A;

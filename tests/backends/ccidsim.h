@@ -55,6 +55,7 @@ enum ccidsim_fault {
 	CS_GONE,           /* the device disappears during the transfer */
 	CS_PIN_TIMEOUT,    /* Secure fails with PIN_TIMEOUT */
 	CS_PIN_BAD_EDC,    /* Secure over T=1 blocks: the card's answer block has a bad EDC */
+	CS_ICC_MUTE,       /* XfrBlock fails with ICC_MUTE (the card did not answer in time) */
 	CS_FAIL_HW,        /* the command fails with HW_ERROR */
 };
 

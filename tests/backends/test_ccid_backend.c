@@ -385,6 +385,40 @@ Test(ccid, t1_crc_card_at_tpdu_and_character_level)
 	}
 }
 
+/* A T=1 card that stops answering at TPDU level (the reader says ICC_MUTE): R-blocks,
+ * then three RESYNCH requests, then SCARD_W_UNRESPONSIVE_CARD; the card is deactivated
+ * and no longer shown powered, and a reconnect with a reset brings it back. */
+Test(ccid, t1_card_mute_in_mid_session_is_deactivated)
+{
+	struct ccidsim_cfg cfg = { .intr = true, .features = LVL_TPDU | 0xBE, .max_msg = 271 };
+	struct ccidsim_card c = card_t1();
+	ccidsim_dev *d;
+	char name[MAX_READERNAME];
+	SCARDHANDLE h = reader_with_card(&cfg, &c, &d, name);
+	check_echo(h, 20);
+	unsigned xfrs = ccidsim_stats(d).commands[0x6F], offs = ccidsim_stats(d).commands[0x63];
+	ccidsim_fault(d, CS_ICC_MUTE, 0);
+	uint8_t apdu[5] = { 0x80, 0xEE, 0, 0, 0 }, resp[64];
+	DWORD rl = sizeof(resp);
+	assert_rv(SCardTransmit(h, SCARD_PCI_T1, apdu, 4, NULL, resp, &rl),
+	          SCARD_W_UNRESPONSIVE_CARD);
+	struct ccidsim_stats st = ccidsim_stats(d);
+	cr_assert_eq(st.commands[0x6F] - xfrs, 1 + 3 + 3, "I-block, 3 R-blocks, 3 RESYNCH");
+	cr_assert_gt(st.commands[0x63], offs, "the card was powered off");
+	ccidsim_fault(d, CS_NONE, 0);
+	char rn[MAX_READERNAME];
+	DWORD rnl = sizeof(rn), state = 0, proto = 0, al = MAX_ATR_SIZE;
+	uint8_t atr[MAX_ATR_SIZE];
+	SCardStatus(h, rn, &rnl, &state, &proto, atr, &al);
+	cr_assert(!(state & SCARD_POWERED), "state 0x%lX", (unsigned long)state);
+	rl = sizeof(resp);
+	assert_rv(SCardTransmit(h, SCARD_PCI_T1, apdu, 4, NULL, resp, &rl), SCARD_W_UNPOWERED_CARD);
+	assert_rv(SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, SCARD_RESET_CARD, &proto),
+	          SCARD_S_SUCCESS);
+	check_echo(h, 20);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
 static void movement(bool intr)
 {
 	struct ccidsim_cfg cfg = { .intr = intr, .features = LVL_SHORT | AUTO };
