@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * t1crc: the T=1 CRC as the test peers compute it (simcard.c, ccidsim.c, the unit tests'
- * card model), written from its definition and independent of lib/iso7816/t1.c: the
+ * t1crc: the T=1 CRC as the serial test peers (simcard.c) and ccidsim.c compute it,
+ * written from its definition and independent of lib/iso7816/t1.c (and of
+ * tests/unit/t1card.c, which divides instead): the
  * CRC-16/CCITT generator x^16 + x^12 + x^5 + 1 over the bits in line order (least
  * significant bit of each byte first), register preset to FFFF, no final inversion.
  * The register's high byte is sent first. This is what libccid, OpenCT and real cards

@@ -13,6 +13,7 @@
 #include "iso7816/iso7816.h"
 #include "platform/threads.h"
 #include "../serial/t1crc.h"
+#include "t1card.h" /* the card model's EDC (t1card_edc), not the engine's */
 
 enum fault { F_NONE, F_DROP, F_BAD_EDC, F_BAD_SEQ, F_WTX, F_IFS, F_ABORT, F_GARBAGE };
 
@@ -64,22 +65,6 @@ static bool card_cancelled(void *user)
 	return c->cancel_at && c->xfers >= c->cancel_at;
 }
 
-/* The card's own EDC (tests/serial/t1crc.h for the CRC), not the engine's. */
-static size_t card_edc(bool crc, const uint8_t *b, size_t n, uint8_t *out)
-{
-	if (crc) {
-		uint16_t v = t1crc(b, n);
-		out[0] = (uint8_t)(v >> 8);
-		out[1] = (uint8_t)v;
-		return 2;
-	}
-	uint8_t x = 0;
-	for (size_t i = 0; i < n; i++)
-		x ^= b[i];
-	out[0] = x;
-	return 1;
-}
-
 static void frame(struct card *c, uint8_t pcb, const uint8_t *inf, size_t len, uint8_t *out,
                   size_t *out_len)
 {
@@ -89,7 +74,7 @@ static void frame(struct card *c, uint8_t pcb, const uint8_t *inf, size_t len, u
 	if (len)
 		memcpy(out + 3, inf, len);
 	size_t n = 3 + len;
-	n += card_edc(c->crc, out, n, out + n);
+	n += t1card_edc(c->crc, out, n, out + n);
 	*out_len = n;
 }
 
@@ -137,7 +122,7 @@ static LONG card_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, siz
 	uint8_t edc[2];
 	size_t el = c->crc ? 2 : 1;
 	bool bad = n < 3 + el || n != 3 + (size_t)blk[2] + el ||
-	           (card_edc(c->crc, blk, n - el, edc), memcmp(edc, blk + n - el, el) != 0);
+	           (t1card_edc(c->crc, blk, n - el, edc), memcmp(edc, blk + n - el, el) != 0);
 	uint8_t pcb = n >= 2 ? blk[1] : 0;
 	if (bad) {
 		frame(c, (uint8_t)(0x80 | c->nr << 4 | 1), NULL, 0, out, &out_len);
@@ -300,7 +285,7 @@ static void roundtrip_tag(struct card *c, uint8_t ifsc, size_t cmd_len, const ch
 }
 
 /* The CRC epilogue against a GemPC Twin's trace (S(IFS) request and response, R-block,
- * S(RESYNCH) request): the engine's and the test peers' computations both. */
+ * S(RESYNCH) request): the engine's, the serial peers' and the card models'. */
 Test(t1, crc_vectors_from_a_real_trace)
 {
 	static const struct {
@@ -322,6 +307,8 @@ Test(t1, crc_vectors_from_a_real_trace)
 		uint16_t peer = t1crc(v[i].b, v[i].n);
 		cr_assert_eq(peer, (uint16_t)(v[i].crc[0] << 8 | v[i].crc[1]), "vector %zu: peer %04X",
 		             i, peer);
+		cr_assert_eq(t1card_edc(true, v[i].b, v[i].n, out), 2);
+		cr_assert(out[0] == v[i].crc[0] && out[1] == v[i].crc[1], "vector %zu: t1card", i);
 	}
 }
 
