@@ -67,6 +67,10 @@ LONG SCardTransmit(SCARDHANDLE hCard, const SCARD_IO_REQUEST *pioSendPci, LPCBYT
 		/* The cfg is fixed while the manager runs: read without mgr.lock. */
 		rv = r->bi->be->transmit(r, proto, pbSendBuffer, cbSendLength, rx, &rx_len,
 		                         M->cfg.exchange_timeout_ms);
+		/* The card no longer answers (T=1: RESYNCH failed three times, 11.6.3.2): it is
+		 * deactivated, and no longer shown powered. */
+		if (rv == SCARD_W_UNRESPONSIVE_CARD)
+			calais__reader_power_down(r);
 		if (rv == SCARD_S_SUCCESS && rx_len > rx_cap) {
 			calais__err("\"%s\": backend overran the receive buffer", r->name);
 			rv = SCARD_F_INTERNAL_ERROR;

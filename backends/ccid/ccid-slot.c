@@ -294,8 +294,13 @@ static LONG t1_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, size_
 	uint32_t bwt = s->t1.bwt_ms ? s->t1.bwt_ms : 1;
 	uint32_t mult = timeout_ms / bwt;
 	uint8_t bwi = mult > 1 ? (uint8_t)(mult > 255 ? 255 : mult) : 0;
-	return engine_rv(s, xfr_block(s, blk, n, 0, bwi, rx, rx_len,
-	                              s->timeout_ms * (mult > 1 ? mult : 1), NULL));
+	LONG rv = xfr_block(s, blk, n, 0, bwi, rx, rx_len, s->timeout_ms * (mult > 1 ? mult : 1),
+	                    NULL);
+	/* ICC_MUTE: the reader's BWT ran out without a block, which the engine answers with
+	 * R-blocks, then RESYNCH (11.6.3.2); it says when the card is unresponsive. */
+	if (rv == SCARD_W_UNRESPONSIVE_CARD)
+		rv = SCARD_E_TIMEOUT;
+	return engine_rv(s, rv);
 }
 
 /* Character level: bytes to send wait in s->chr until the next read, which sends them
@@ -358,7 +363,7 @@ static LONG set_parameters(struct calais__ccid_slot *s, uint8_t proto)
 		d[2] = a->n;
 		d[3] = (uint8_t)(a->bwi << 4 | (a->cwi & 0x0F));
 		d[4] = 0;
-		d[5] = a->ifsc;
+		d[5] = calais__t1_ifs(a->ifsc);
 		d[6] = 0;
 		n = 7;
 	}
@@ -644,10 +649,32 @@ static LONG secure(struct calais__ccid_slot *s, bool modify, const uint8_t *in, 
 		const uint8_t *d = r.data;
 		size_t len = r.len;
 		if (t1_blocks) {
+			/* The card's block is checked as every other T=1 block is: its length,
+			 * EDC, node address, and that it is the unchained I-block answering ours
+			 * (N(S) = our N(R)). Anything else (an R- or S-block, a chain) fails the
+			 * call; the next APDU's block protocol recovers the sequence. */
 			size_t edc = s->t1.crc ? 2 : 1;
-			if (len < 3 + edc || d[2] != len - 3 - edc) {
-				ccid_warn("%s: malformed T=1 block after PIN entry", s->port->name);
-				rv = SCARD_F_COMM_ERROR;
+			uint8_t want[2];
+			bool ok = len >= 3 + edc && d[2] != 0xFF && d[2] == len - 3 - edc;
+			if (ok) {
+				calais__t1_edc(s->t1.crc, d, len - edc, want);
+				ok = memcmp(want, d + len - edc, edc) == 0 &&
+				     d[0] == (uint8_t)((s->t1.nad & 0x0F) << 4 | s->t1.nad >> 4) &&
+				     (d[1] & 0x80) == 0 && (d[1] & 0x20) == 0 &&
+				     ((d[1] >> 6) & 1) == s->t1.nr;
+			}
+			if (!ok) {
+				/* Whether the card took our block is unknown: RESYNCH puts both
+				 * sides back in step, or the next APDU could take this answer for
+				 * its own. */
+				ccid_warn("%s: malformed or unexpected T=1 block after PIN entry "
+				          "(%zu bytes, PCB 0x%02X); resynchronising", s->port->name, len,
+				          len >= 2 ? d[1] : 0);
+				s->t1.deadline_ms = calais__now_ms() + DEFAULT_TIMEOUT_MS;
+				s->t1.cancelled = slot_cancelled;
+				rv = calais__t1_resynch(&s->t1);
+				s->t1.deadline_ms = 0;
+				rv = rv == SCARD_S_SUCCESS ? SCARD_F_COMM_ERROR : rv;
 				goto out;
 			}
 			s->t1.ns ^= 1;

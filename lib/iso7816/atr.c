@@ -71,6 +71,16 @@ LONG calais__atr_parse(const uint8_t *in, size_t len, struct calais__atr *a)
 {
 	memset(a, 0, sizeof(*a));
 	a->reason = "";
+	/* The defaults first: a card whose ATR fails a check below may still be used (see
+	 * calais__atr_protocols), and must then run with sane parameters. */
+	a->fi_index = a->di_index = 1;
+	a->fi = 372;
+	a->di = 1;
+	a->fmax_khz = fmax_table[1];
+	a->wi = 10;
+	a->ifsc = 32;
+	a->bwi = 4;
+	a->cwi = 13;
 	if (!in || len == 0)
 		return fail(a, "empty ATR");
 	if (len > MAX_ATR_SIZE)
@@ -140,58 +150,36 @@ LONG calais__atr_parse(const uint8_t *in, size_t len, struct calais__atr *a)
 	/* What follows can still be wrong, but the protocols are known. */
 	a->interface_ok = true;
 
-	if (i + a->hist_len > len)
-		return fail(a, "truncated in the historical bytes");
-	a->hist_offset = i;
-	i += a->hist_len;
-
-	/* TCK is present when any protocol other than T=0 is indicated (8.2.5). */
-	if (t_other_than_0) {
-		if (i >= len)
-			return fail(a, "TCK missing (required when a protocol other than T=0 is indicated)");
-		a->has_tck = true;
-		a->tck = b[i];
-		uint8_t x = 0;
-		for (size_t k = 1; k <= i; k++)
-			x ^= b[k];
-		if (x != 0)
-			return fail(a, "TCK mismatch (XOR of T0 to TCK is not zero)");
-		i++;
-	} else if (i + 1 == len) {
-		/* Some T=0 cards send a TCK they need not send; note it, do not reject. */
-		a->has_tck = true;
-		a->tck = b[i];
-		a->unexpected_tck = true;
-		i++;
-	}
-	if (i != len)
-		return fail(a, "extra bytes after the ATR's end");
-
-	/* Global interface bytes. */
+	/* The parameters, all read even when one is wrong (the first wrong one is the
+	 * reason given): a card may be used all the same. */
+	const char *bad = NULL;
 	const struct calais__atr_group *g1 = &a->groups[0], *g2 = &a->groups[1];
-	uint8_t ta1 = (g1->present & 1) ? g1->byte[0] : 0x11;
-	a->fi_index = ta1 >> 4;
-	a->di_index = ta1 & 0x0F;
 	a->ta1_present = g1->present & 1;
-	a->fi = fi_table[a->fi_index];
-	a->fmax_khz = fmax_table[a->fi_index];
-	a->di = di_table[a->di_index];
-	if (!a->fi)
-		return fail(a, "TA1 uses a reserved Fi value");
-	if (!a->di)
-		return fail(a, "TA1 uses a reserved Di value");
+	if (a->ta1_present) {
+		uint8_t ta1 = g1->byte[0];
+		if (!fi_table[ta1 >> 4])
+			bad = bad ? bad : "TA1 uses a reserved Fi value";
+		else if (!di_table[ta1 & 0x0F])
+			bad = bad ? bad : "TA1 uses a reserved Di value";
+		else {
+			a->fi_index = ta1 >> 4;
+			a->di_index = ta1 & 0x0F;
+			a->fi = fi_table[a->fi_index];
+			a->fmax_khz = fmax_table[a->fi_index];
+			a->di = di_table[a->di_index];
+		}
+	}
 	/* TB1 and PI1/VPP are deprecated (8.3); ignored as the standard asks. */
 	a->n = (g1->present & 4) ? g1->byte[2] : 0;
 	/* T=0 waiting integer: TC2. */
-	a->wi = (a->n_groups >= 2 && (g2->present & 4)) ? g2->byte[2] : 10;
-	if (a->wi == 0)
-		return fail(a, "TC2 (WI) is zero");
+	if (a->n_groups >= 2 && (g2->present & 4)) {
+		if (g2->byte[2] == 0)
+			bad = bad ? bad : "TC2 (WI) is zero";
+		else
+			a->wi = g2->byte[2];
+	}
 
 	/* T=1 and T=15 specific bytes: the first TA/TB/TC after a TD naming them. */
-	a->ifsc = 32;
-	a->bwi = 4;
-	a->cwi = 13;
-	a->edc_crc = false;
 	bool t1_ta = false, t1_tb = false, t1_tc = false, t15_ta = false, t15_tb = false;
 	for (unsigned g = 2; g <= a->n_groups; g++) {
 		unsigned t = a->groups[g - 2].t_next;
@@ -199,16 +187,18 @@ LONG calais__atr_parse(const uint8_t *in, size_t len, struct calais__atr *a)
 		if (t == 1 && g >= 3) {
 			if ((grp->present & 1) && !t1_ta) {
 				t1_ta = true;
-				a->ifsc = grp->byte[0];
-				if (a->ifsc == 0 || a->ifsc == 0xFF)
-					return fail(a, "IFSC (TA for T=1) is 00 or FF");
+				/* 00 and FF are not sizes: 32 and 254 if the card is used all the
+				 * same (as libccid does for FF). */
+				a->ifsc = calais__t1_ifs(grp->byte[0]);
+				if (grp->byte[0] == 0 || grp->byte[0] == 0xFF)
+					bad = bad ? bad : "IFSC (TA for T=1) is 00 or FF";
 			}
 			if ((grp->present & 2) && !t1_tb) {
 				t1_tb = true;
 				a->bwi = grp->byte[1] >> 4;
 				a->cwi = grp->byte[1] & 0x0F;
 				if (a->bwi > 9)
-					return fail(a, "BWI (TB for T=1) above 9");
+					bad = bad ? bad : "BWI (TB for T=1) above 9";
 			}
 			if ((grp->present & 4) && !t1_tc) {
 				t1_tc = true;
@@ -226,7 +216,35 @@ LONG calais__atr_parse(const uint8_t *in, size_t len, struct calais__atr *a)
 			}
 		}
 	}
-	return SCARD_S_SUCCESS;
+
+	if (i + a->hist_len > len)
+		return fail(a, "truncated in the historical bytes");
+	a->hist_offset = i;
+	i += a->hist_len;
+
+	/* TCK is present when any protocol other than T=0 is indicated (8.2.5). */
+	if (t_other_than_0) {
+		if (i >= len)
+			return fail(a, "TCK missing (required when a protocol other than T=0 is indicated)");
+		a->has_tck = true;
+		a->tck = b[i];
+		uint8_t x = 0;
+		for (size_t k = 1; k <= i; k++)
+			x ^= b[k];
+		if (x != 0)
+			bad = bad ? bad : "TCK mismatch (XOR of T0 to TCK is not zero)";
+		i++;
+	} else if (i + 1 == len) {
+		/* Some T=0 cards send a TCK they need not send; note it, do not reject. */
+		a->has_tck = true;
+		a->tck = b[i];
+		a->unexpected_tck = true;
+		i++;
+	}
+	if (i != len)
+		return fail(a, "extra bytes after the ATR's end");
+
+	return bad ? fail(a, bad) : SCARD_S_SUCCESS;
 }
 
 LONG calais__atr_protocols(const uint8_t *atr, size_t len, struct calais__atr_info *out)

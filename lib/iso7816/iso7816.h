@@ -155,10 +155,14 @@ struct calais__t1 {
 	uint8_t ns, nr;
 	uint8_t ifsc, ifsd;
 	bool crc;
-	uint8_t last[3 + 254 + 2];
+	uint8_t last[3 + 254 + 2];   /* the last block sent: resent after an invalid answer */
 	size_t last_len;
-	/* Per call: S-requests counted against their caps, the deadline passed. */
-	unsigned n_wtx, n_wtx_quick, n_ifs;
+	uint8_t last_i[3 + 254 + 2]; /* the last I-block sent: resent when an R-block asks */
+	size_t last_i_len;
+	uint8_t rx_err;              /* why the last answer was invalid: R-block code 1 or 2 */
+	/* Per call: S-requests and empty chained I-blocks counted against their caps, the
+	 * deadline passed. */
+	unsigned n_wtx, n_wtx_quick, n_ifs, n_empty;
 	uint64_t sent_us; /* when the last block went out */
 	bool expired;
 };
@@ -169,16 +173,30 @@ struct calais__t1 {
  *   A slow card asking once per BWT (an RSA key generation) is not one;
  * - S(WTX) more than CALAIS__T1_MAX_WTX times in all (over 5 minutes at the shortest BWT
  *   of a 4 MHz card, 89 ms); the deadline is the bound that normally ends such a call;
- * - S(IFS) more than CALAIS__T1_MAX_IFS times (a card sets its IFSC once). */
+ * - S(IFS) more than CALAIS__T1_MAX_IFS times (a card sets its IFSC once);
+ * - chained I-blocks with LEN 0 more than CALAIS__T1_MAX_EMPTY times in a row (allowed
+ *   within a chain, 11.6.2.3, but a card sending only those never ends); the chain is
+ *   aborted (S(ABORT)) first, so the next call starts in step. */
 #define CALAIS__T1_MAX_WTX_QUICK 8
 #define CALAIS__T1_MAX_WTX 4096
 #define CALAIS__T1_MAX_IFS 16
+#define CALAIS__T1_MAX_EMPTY 16
+/* An information field size as the engine uses it, from any source (ATR, PPS, CCID,
+ * S(IFS)): 1..254 (FF is reserved: 254; 0 is none given: the default 32). */
+uint8_t calais__t1_ifs(unsigned v);
 void calais__t1_init(struct calais__t1 *t, const struct calais__atr *a);
 /* Host-initiated ABORT of a chain (S(ABORT request)); RESYNCH when unanswered. */
 LONG calais__t1_abort(struct calais__t1 *t);
-/* IFSD request at start (11.4.2), unless the reader does it itself. */
+/* S(RESYNCH request) (11.6.3.2): both sides' sequence numbers back to 0, for a caller
+ * that exchanged a block outside the engine and lost step (SCARD_S_SUCCESS when the card
+ * answered, SCARD_W_UNRESPONSIVE_CARD after three tries). */
+LONG calais__t1_resynch(struct calais__t1 *t);
+/* IFSD request at start (11.4.2), unless the reader does it itself; ifsd 1..254. */
 LONG calais__t1_set_ifsd(struct calais__t1 *t, uint8_t ifsd);
-/* One APDU of any length (chained by IFSC), the answer reassembled. */
+/* One APDU of any length (chained by IFSC), the answer reassembled. An answer longer
+ * than *resp_len: SCARD_E_INSUFFICIENT_BUFFER, the card's chain aborted (S(ABORT)). After
+ * RESYNCH failed three times: SCARD_W_UNRESPONSIVE_CARD (the caller deactivates the card,
+ * 11.6.3.2). */
 LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, uint8_t *resp,
                            size_t *resp_len);
 LONG calais__t1_resend(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32_t wtx);

@@ -45,7 +45,7 @@ void calais__pps_params(const struct calais__atr *a, uint8_t protocol, uint8_t f
 		uint64_t wt_us = (uint64_t)a->wi * 960u * out->fi * 1000u / out->clock_khz;
 		out->wt_ms = (uint32_t)((wt_us + 999) / 1000);
 	} else {
-		out->ifsc = a->ifsc;
+		out->ifsc = calais__t1_ifs(a->ifsc);
 		out->edc_crc = a->edc_crc;
 		out->bwi = a->bwi;
 		out->cwi = a->cwi;

@@ -19,14 +19,16 @@
 static bool is_r(uint8_t pcb) { return (pcb & 0xC0) == PCB_R; }
 static bool is_s(uint8_t pcb) { return (pcb & 0xC0) == PCB_S; }
 
-/* CRC of ISO/IEC 13239 as T=1 uses it: polynomial 1021, initial FFFF, MSB first. */
+/* The CRC real cards and readers use (libccid, OpenCT, a GemPC Twin's trace): CRC-16/CCITT
+ * reflected (polynomial 1021 taken LSB first, i.e. 8408), initial FFFF, no final XOR; the
+ * register's high byte goes first on the line (calais__t1_edc). */
 static uint16_t crc16(const uint8_t *b, size_t n)
 {
 	uint16_t v = 0xFFFF;
 	for (size_t i = 0; i < n; i++) {
-		v ^= (uint16_t)(b[i] << 8);
+		v ^= b[i];
 		for (int k = 0; k < 8; k++)
-			v = (uint16_t)(v & 0x8000 ? (v << 1) ^ 0x1021 : v << 1);
+			v = (uint16_t)(v & 1 ? (v >> 1) ^ 0x8408 : v >> 1);
 	}
 	return v;
 }
@@ -46,12 +48,17 @@ size_t calais__t1_edc(bool crc, const uint8_t *b, size_t n, uint8_t out[2])
 	return 1;
 }
 
+uint8_t calais__t1_ifs(unsigned v)
+{
+	return v == 0 ? 32 : v > 254 ? 254 : (uint8_t)v;
+}
+
 void calais__t1_init(struct calais__t1 *t, const struct calais__atr *a)
 {
 	uint8_t keep_nad = t->nad;
 	memset(&t->ns, 0, sizeof(*t) - offsetof(struct calais__t1, ns));
 	t->nad = keep_nad;
-	t->ifsc = a ? a->ifsc : 32;
+	t->ifsc = calais__t1_ifs(a ? a->ifsc : 32);
 	t->ifsd = 32;
 	t->crc = a && a->edc_crc;
 }
@@ -64,7 +71,7 @@ static const char *who(const struct calais__t1 *t)
 /* A public call starts: its counts and its deadline flag are its own. */
 static void call_start(struct calais__t1 *t)
 {
-	t->n_wtx = t->n_wtx_quick = t->n_ifs = 0;
+	t->n_wtx = t->n_wtx_quick = t->n_ifs = t->n_empty = 0;
 	t->expired = false;
 }
 
@@ -103,7 +110,9 @@ static bool fatal(const struct calais__t1 *t, LONG rv)
 static LONG xfer(struct calais__t1 *t, uint8_t pcb, const uint8_t *inf, size_t len,
                  uint8_t *rx, size_t *rx_len, uint32_t wtx)
 {
-	uint8_t blk[3 + 254 + 2];
+	uint8_t *blk = t->last;
+	if (len > 254)
+		return SCARD_F_INTERNAL_ERROR; /* never: every IFS is bounded (calais__t1_ifs) */
 	blk[0] = t->nad;
 	blk[1] = pcb;
 	blk[2] = (uint8_t)len;
@@ -111,8 +120,11 @@ static LONG xfer(struct calais__t1 *t, uint8_t pcb, const uint8_t *inf, size_t l
 		memcpy(blk + 3, inf, len);
 	size_t n = 3 + len;
 	n += calais__t1_edc(t->crc, blk, n, blk + n);
-	memcpy(t->last, blk, n);
 	t->last_len = n;
+	if (!(pcb & 0x80)) {
+		memcpy(t->last_i, blk, n);
+		t->last_i_len = n;
+	}
 	return calais__t1_resend(t, rx, rx_len, wtx);
 }
 
@@ -132,15 +144,21 @@ static LONG byte_xfer(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32_
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
 	size_t rest = (size_t)rx[2] + (t->crc ? 2 : 1);
-	if (rx[2] == 0xFF || 3 + rest > *rx_len)
+	if (rx[2] == 0xFF || 3 + rest > *rx_len) {
+		t->rx_err = 2;
 		return SCARD_F_COMM_ERROR; /* a length no block can have */
+	}
 	for (size_t i = 0; i < rest; i++) {
 		cwt = t->cwt_ms ? t->cwt_ms : timeout;
 		if ((rv = bound(t, &cwt)) != SCARD_S_SUCCESS)
 			return rv;
 		rv = t->recv(t->user, rx + 3 + i, 1, cwt);
+		if (rv == SCARD_E_TIMEOUT) {
+			t->rx_err = 2;
+			return SCARD_F_COMM_ERROR; /* CWT exceeded: a block cut short */
+		}
 		if (rv != SCARD_S_SUCCESS)
-			return rv == SCARD_E_TIMEOUT ? SCARD_F_COMM_ERROR : rv; /* CWT exceeded */
+			return rv;
 	}
 	*rx_len = 3 + rest;
 	return SCARD_S_SUCCESS;
@@ -156,6 +174,7 @@ LONG calais__t1_resend(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
 	t->sent_us = calais__now_us();
+	t->rx_err = 1; /* the transport's own SCARD_F_COMM_ERROR: a parity error */
 	rv = t->xfer ? t->xfer(t->user, t->last, t->last_len, rx, rx_len, timeout)
 	             : byte_xfer(t, rx, rx_len, timeout);
 	if (rv == SCARD_E_TIMEOUT && t->deadline_ms && calais__now_ms() >= t->deadline_ms)
@@ -163,19 +182,24 @@ LONG calais__t1_resend(struct calais__t1 *t, uint8_t *rx, size_t *rx_len, uint32
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
 	size_t edc = t->crc ? 2 : 1;
+	t->rx_err = 2;
 	if (*rx_len > cap || *rx_len < 3 + edc || rx[2] == 0xFF || *rx_len != 3 + (size_t)rx[2] + edc)
 		return SCARD_F_COMM_ERROR;
 	uint8_t want[2];
 	calais__t1_edc(t->crc, rx, 3 + rx[2], want);
-	if (memcmp(want, rx + 3 + rx[2], edc) != 0)
+	if (memcmp(want, rx + 3 + rx[2], edc) != 0) {
+		t->rx_err = 1;
 		return SCARD_F_COMM_ERROR;
+	}
 	/* The card answers to our node addresses swapped; only the default 00 is used. */
 	if (rx[0] != (uint8_t)((t->nad & 0x0F) << 4 | t->nad >> 4))
 		return SCARD_F_COMM_ERROR;
 	return SCARD_S_SUCCESS;
 }
 
-/* After errors: resynchronise (11.6.3.2 rule 6); the command is then lost. */
+/* After errors: resynchronise (11.6.3.2 rule 6); the command is then lost. Three
+ * RESYNCH requests unanswered: the card is unresponsive, to be deactivated by the
+ * caller. */
 static LONG resynch(struct calais__t1 *t)
 {
 	uint8_t rx[3 + 254 + 2];
@@ -184,14 +208,29 @@ static LONG resynch(struct calais__t1 *t)
 		LONG rv = xfer(t, PCB_S | S_RESYNCH, NULL, 0, rx, &rl, 0);
 		if (rv == SCARD_S_SUCCESS && rx[1] == (PCB_S | S_RESPONSE | S_RESYNCH)) {
 			t->ns = t->nr = 0;
-			calais__warn("T=1: resynchronised after transmission errors");
+			t->last_i_len = 0;
+			calais__warn("T=1 (%s): resynchronised after transmission errors", who(t));
 			return SCARD_F_COMM_ERROR;
 		}
 		if (fatal(t, rv))
 			return rv;
 	}
-	calais__warn("T=1: no answer to RESYNCH: card unresponsive");
+	calais__warn("T=1 (%s): no answer to RESYNCH: card unresponsive", who(t));
 	return SCARD_W_UNRESPONSIVE_CARD;
+}
+
+LONG calais__t1_resynch(struct calais__t1 *t)
+{
+	call_start(t);
+	LONG rv = resynch(t);
+	return rv == SCARD_F_COMM_ERROR ? SCARD_S_SUCCESS : rv;
+}
+
+/* An answer that is a valid block but not one the protocol allows here. */
+static LONG invalid(struct calais__t1 *t)
+{
+	t->rx_err = 2;
+	return SCARD_F_COMM_ERROR;
 }
 
 /* Answers an S-request from the card, counted against the caps (iso7816.h). *stop: the
@@ -218,8 +257,8 @@ static LONG s_request(struct calais__t1 *t, const uint8_t *rx, uint8_t *next, si
 		break;
 	}
 	case S_IFS:
-		if (inf == 0 || inf == 0xFF)
-			return SCARD_F_COMM_ERROR;
+		if (rx[2] != 1 || inf == 0 || inf == 0xFF)
+			return invalid(t);
 		if (++t->n_ifs > CALAIS__T1_MAX_IFS) {
 			calais__warn("T=1 (%s): IFS storm: more than %u S(IFS) requests in one "
 			             "exchange; exchange abandoned", who(t), CALAIS__T1_MAX_IFS);
@@ -231,7 +270,7 @@ static LONG s_request(struct calais__t1 *t, const uint8_t *rx, uint8_t *next, si
 	case S_ABORT:
 		break;
 	default:
-		return SCARD_F_COMM_ERROR;
+		return invalid(t); /* RESYNCH is the interface device's alone */
 	}
 	size_t rl = *next_len;
 	LONG rv = xfer(t, (uint8_t)(PCB_S | S_RESPONSE | type), rx + 3, rx[2], next, &rl, *wtx);
@@ -246,10 +285,10 @@ static LONG s_request(struct calais__t1 *t, const uint8_t *rx, uint8_t *next, si
 	return rv;
 }
 
-LONG calais__t1_abort(struct calais__t1 *t)
+/* S(ABORT request), resent up to three times, then RESYNCH (rule 7.3). */
+static LONG abort_chain(struct calais__t1 *t)
 {
 	uint8_t rx[3 + 254 + 2];
-	call_start(t);
 	for (int i = 0; i < MAX_RETRIES; i++) {
 		size_t rl = sizeof(rx);
 		LONG rv = xfer(t, PCB_S | S_ABORT, NULL, 0, rx, &rl, 0);
@@ -261,9 +300,17 @@ LONG calais__t1_abort(struct calais__t1 *t)
 	return resynch(t);
 }
 
+LONG calais__t1_abort(struct calais__t1 *t)
+{
+	call_start(t);
+	return abort_chain(t);
+}
+
 LONG calais__t1_set_ifsd(struct calais__t1 *t, uint8_t ifsd)
 {
 	uint8_t rx[3 + 254 + 2];
+	if (ifsd == 0 || ifsd == 0xFF)
+		return SCARD_E_INVALID_PARAMETER;
 	call_start(t);
 	for (int i = 0; i < MAX_RETRIES; i++) {
 		size_t rl = sizeof(rx);
@@ -279,6 +326,17 @@ LONG calais__t1_set_ifsd(struct calais__t1 *t, uint8_t ifsd)
 	return resynch(t);
 }
 
+/* The card's answer does not fit: its chain is aborted so the next command starts in
+ * step (a card left half-way through a chain would take that command for an R-block's
+ * reply). */
+static LONG too_long(struct calais__t1 *t, size_t cap)
+{
+	calais__warn("T=1 (%s): the answer is longer than the %zu bytes given for it; chain "
+	             "aborted", who(t), cap);
+	LONG rv = abort_chain(t);
+	return rv == SCARD_S_SUCCESS || rv == SCARD_F_COMM_ERROR ? SCARD_E_INSUFFICIENT_BUFFER : rv;
+}
+
 LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, uint8_t *resp,
                            size_t *resp_len)
 {
@@ -286,11 +344,12 @@ LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, 
 	size_t cap = *resp_len, got = 0, off = 0;
 	unsigned errors = 0;
 	uint32_t wtx = 0;
-	bool sending = true; /* still sending the command's chain */
+	bool sending = true; /* our last I-block is not acknowledged by the card's I-block yet */
 	*resp_len = 0;
 	if (!n)
 		return SCARD_E_INVALID_PARAMETER;
 	call_start(t);
+	t->ifsc = calais__t1_ifs(t->ifsc);
 
 	/* The first I-block. */
 	size_t chunk = n > t->ifsc ? t->ifsc : n;
@@ -302,18 +361,19 @@ LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, 
 			return rv;
 		wtx = 0;
 		if (rv != SCARD_S_SUCCESS) {
-			/* A bad or missing block: ask again with an R-block, up to three times. */
+			/* A bad or missing block (rule 7.1): an R-block asks for the expected one,
+			 * up to three times; its code says EDC/parity error (1) or another (2). */
 			if (++errors > MAX_RETRIES)
 				return resynch(t);
+			uint8_t code = rv == SCARD_E_TIMEOUT ? 2 : t->rx_err;
 			rl = sizeof(rx);
-			rv = xfer(t, (uint8_t)(PCB_R | t->nr << 4 | (rv == SCARD_F_COMM_ERROR ? 1 : 2)),
-			          NULL, 0, rx, &rl, 0);
+			rv = xfer(t, (uint8_t)(PCB_R | t->nr << 4 | code), NULL, 0, rx, &rl, 0);
 			continue;
 		}
 		uint8_t pcb = rx[1];
 		if (is_s(pcb)) {
 			if (pcb & S_RESPONSE) {
-				rv = SCARD_F_COMM_ERROR; /* a response nobody asked for */
+				rv = invalid(t); /* a response nobody asked for */
 				continue;
 			}
 			rl = sizeof(rx);
@@ -325,7 +385,20 @@ LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, 
 		}
 		if (is_r(pcb)) {
 			uint8_t nr = (pcb >> 4) & 1;
-			if (sending && more && nr != t->ns) {
+			if (rx[2] != 0) {
+				rv = invalid(t); /* an R-block has no INF */
+				continue;
+			}
+			if (!sending) {
+				/* In the card's chain our blocks are acknowledgements: the card did
+				 * not get the last one; it goes again. */
+				if (++errors > MAX_RETRIES)
+					return resynch(t);
+				rl = sizeof(rx);
+				rv = xfer(t, (uint8_t)(PCB_R | t->nr << 4), NULL, 0, rx, &rl, 0);
+				continue;
+			}
+			if (more && nr != t->ns) {
 				/* Acknowledges our chained block: send the next one. */
 				t->ns ^= 1;
 				off += chunk;
@@ -337,20 +410,27 @@ LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, 
 				          rx, &rl, 0);
 				continue;
 			}
-			/* The card asks for our last block again. */
+			if (nr != t->ns) {
+				rv = invalid(t); /* acknowledges a chain we did not send */
+				continue;
+			}
+			/* The card asks for our last I-block again (rules 7.1, 7.4): resent as it
+			 * was, whatever we sent since (an R-block, an S-response). */
 			if (++errors > MAX_RETRIES)
 				return resynch(t);
+			memcpy(t->last, t->last_i, t->last_i_len);
+			t->last_len = t->last_i_len;
 			rl = sizeof(rx);
 			rv = calais__t1_resend(t, rx, &rl, 0);
 			continue;
 		}
 		/* An I-block from the card: the answer (or a piece of it). */
 		if (sending && more) {
-			rv = SCARD_F_COMM_ERROR; /* the card must acknowledge our chain first */
+			rv = invalid(t); /* the card must acknowledge our chain first */
 			continue;
 		}
 		if (((pcb >> 6) & 1) != t->nr) {
-			rv = SCARD_F_COMM_ERROR; /* wrong sequence number */
+			rv = invalid(t); /* wrong sequence number */
 			continue;
 		}
 		if (sending) {
@@ -359,12 +439,24 @@ LONG calais__t1_transceive(struct calais__t1 *t, const uint8_t *apdu, size_t n, 
 		}
 		t->nr ^= 1;
 		errors = 0;
-		if (got + rx[2] > cap)
-			return SCARD_E_INSUFFICIENT_BUFFER;
+		bool chained = (pcb & 0x20) != 0;
+		if (got + rx[2] > cap) {
+			if (!chained)
+				return SCARD_E_INSUFFICIENT_BUFFER; /* the exchange is over: in step */
+			return too_long(t, cap);
+		}
 		memcpy(resp + got, rx + 3, rx[2]);
 		got += rx[2];
-		if (!(pcb & 0x20))
+		if (!chained)
 			break;
+		if (rx[2] == 0 && ++t->n_empty > CALAIS__T1_MAX_EMPTY) {
+			calais__warn("T=1 (%s): more than %u empty chained I-blocks; chain aborted",
+			             who(t), CALAIS__T1_MAX_EMPTY);
+			LONG arv = abort_chain(t);
+			return arv == SCARD_S_SUCCESS ? SCARD_F_COMM_ERROR : arv;
+		}
+		if (rx[2] != 0)
+			t->n_empty = 0;
 		/* The card chains: acknowledge and take the next piece. */
 		rl = sizeof(rx);
 		rv = xfer(t, (uint8_t)(PCB_R | t->nr << 4), NULL, 0, rx, &rl, 0);

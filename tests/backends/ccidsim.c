@@ -13,6 +13,7 @@
 
 #include "calais-internal.h"
 #include "usb.h"
+#include "../serial/t1crc.h"
 
 #define EP_OUT 0x02
 #define EP_IN 0x81
@@ -319,19 +320,38 @@ static size_t t0_tpdu(struct slot *s, const uint8_t *t, size_t n, uint8_t *out)
 	return len;
 }
 
-/* T=1 card (ISO/IEC 7816-3 clause 11), LRC, IFSC 32 from its ATR. */
-static size_t t1_frame(uint8_t pcb, const uint8_t *inf, size_t len, uint8_t *out)
+/* T=1 card (ISO/IEC 7816-3 clause 11), IFSC 32 from its ATR; LRC, or the CRC
+ * (tests/serial/t1crc.h) when card.t1_crc says so. */
+static size_t t1_edc_len(const struct slot *s)
+{
+	return s->card.t1_crc ? 2 : 1;
+}
+
+/* The EDC of b[0..n) at b[n]; its length. */
+static size_t t1_edc(const struct slot *s, uint8_t *b, size_t n)
+{
+	if (s->card.t1_crc) {
+		uint16_t v = t1crc(b, n);
+		b[n] = (uint8_t)(v >> 8);
+		b[n + 1] = (uint8_t)v;
+		return 2;
+	}
+	uint8_t lrc = 0;
+	for (size_t i = 0; i < n; i++)
+		lrc ^= b[i];
+	b[n] = lrc;
+	return 1;
+}
+
+static size_t t1_frame(const struct slot *s, uint8_t pcb, const uint8_t *inf, size_t len,
+                       uint8_t *out)
 {
 	out[0] = 0;
 	out[1] = pcb;
 	out[2] = (uint8_t)len;
 	if (len)
 		memcpy(out + 3, inf, len);
-	uint8_t lrc = 0;
-	for (size_t i = 0; i < 3 + len; i++)
-		lrc ^= out[i];
-	out[3 + len] = lrc;
-	return 4 + len;
+	return 3 + len + t1_edc(s, out, 3 + len);
 }
 
 static size_t t1_answer_block(struct slot *s, uint8_t *out)
@@ -339,31 +359,43 @@ static size_t t1_answer_block(struct slot *s, uint8_t *out)
 	size_t left = s->resp_len - s->resp_off;
 	s->chunk = left > s->ifsd ? s->ifsd : left;
 	bool more = s->chunk < left;
-	return t1_frame((uint8_t)(s->ns << 6 | (more ? 0x20 : 0)), s->resp + s->resp_off, s->chunk,
-	                out);
+	return t1_frame(s, (uint8_t)(s->ns << 6 | (more ? 0x20 : 0)), s->resp + s->resp_off,
+	                s->chunk, out);
 }
 
 static size_t t1_block(ccidsim_dev *d, struct slot *s, const uint8_t *b, size_t n, uint8_t *out)
 {
-	size_t len;
-	uint8_t lrc = 0;
-	for (size_t i = 0; i + 1 < n; i++)
-		lrc ^= b[i];
-	if (n < 4 || n != 4 + (size_t)b[2] || lrc != b[n - 1]) {
-		len = t1_frame((uint8_t)(0x80 | s->nr << 4 | 1), NULL, 0, out);
+	size_t len, el = t1_edc_len(s);
+	uint8_t want[300];
+	bool bad = n < 3 + el || n != 3 + el + (size_t)b[2];
+	if (!bad) {
+		memcpy(want, b, n - el);
+		t1_edc(s, want, n - el);
+		bad = memcmp(want + n - el, b + n - el, el) != 0;
+	}
+	if (bad) {
+		len = t1_frame(s, (uint8_t)(0x80 | s->nr << 4 | 1), NULL, 0, out);
 	} else if ((b[1] & 0xC0) == 0xC0) {
 		uint8_t type = b[1] & 0x1F;
 		if (type == 1 && b[2] == 1) {
 			d->stats.ifs_requests++;
 			s->ifsd = b[3];
-			len = t1_frame(0xE1, b + 3, 1, out);
+			len = t1_frame(s, 0xE1, b + 3, 1, out);
 		} else if (type == 0) {
 			s->ns = s->nr = 0;
 			s->cmd_len = 0;
 			s->answering = false;
-			len = t1_frame(0xE0, NULL, 0, out);
+			len = t1_frame(s, 0xE0, NULL, 0, out);
+		} else if (type == 2) {
+			/* ABORT: the chain in progress is dropped; the card's own I-blocks
+			 * sent so far count as acknowledged. */
+			if (s->answering)
+				s->ns ^= 1;
+			s->cmd_len = 0;
+			s->answering = false;
+			len = t1_frame(s, 0xE2, NULL, 0, out);
 		} else {
-			len = t1_frame((uint8_t)(0x80 | s->nr << 4 | 2), NULL, 0, out);
+			len = t1_frame(s, (uint8_t)(0x80 | s->nr << 4 | 2), NULL, 0, out);
 		}
 	} else if ((b[1] & 0xC0) == 0x80) {
 		uint8_t nr = (b[1] >> 4) & 1;
@@ -390,7 +422,7 @@ static size_t t1_block(ccidsim_dev *d, struct slot *s, const uint8_t *b, size_t 
 			s->cmd_len += b[2];
 		}
 		if (b[1] & 0x20) {
-			len = t1_frame((uint8_t)(0x80 | s->nr << 4), NULL, 0, out);
+			len = t1_frame(s, (uint8_t)(0x80 | s->nr << 4), NULL, 0, out);
 		} else {
 			s->resp_len = card_apdu(s->cmd, s->cmd_len, s->resp);
 			s->resp_off = 0;
@@ -430,8 +462,8 @@ static void chr_feed(ccidsim_dev *d, struct slot *s, const uint8_t *b, size_t n)
 	for (bool progress = true; progress;) {
 		progress = false;
 		if (s->card.t1) {
-			if (s->in_len >= 3 && s->in_len >= 4 + (size_t)s->in[2]) {
-				size_t blen = 4 + (size_t)s->in[2];
+			if (s->in_len >= 3 && s->in_len >= 3 + t1_edc_len(s) + (size_t)s->in[2]) {
+				size_t blen = 3 + t1_edc_len(s) + (size_t)s->in[2];
 				size_t r = t1_block(d, s, s->in, blen, tmp);
 				out_bytes(s, tmp, r);
 				memmove(s->in, s->in + blen, s->in_len - blen);
@@ -604,6 +636,19 @@ static size_t command(ccidsim_dev *d, const uint8_t *m, size_t n, uint8_t *b)
 		}
 		if (!s->present)
 			return make(b, 0x80, slot, seq, 0x42, 0xFE, 0, NULL, 0);
+		if (s->card.t1 && (d->cfg.features & 0x70000) == 0x10000 && len >= 15 && p[0] == 0) {
+			/* PIN verify at TPDU level: the reader wraps the APDU in the I-block whose
+			 * prologue (bTeoPrologue) the host gave, and returns the card's block. */
+			uint8_t blk[300], out[300];
+			size_t an = len - 15 > 254 ? 254 : len - 15;
+			blk[0] = p[12];
+			blk[1] = p[13];
+			blk[2] = (uint8_t)an;
+			memcpy(blk + 3, p + 15, an);
+			size_t bn = 3 + an + t1_edc(s, blk, 3 + an);
+			size_t on = t1_block(d, s, blk, bn, out);
+			return make(b, 0x80, slot, seq, 0, 0, 0, out, on);
+		}
 		return make(b, 0x80, slot, seq, 0, 0, 0, (const uint8_t *)"\x90\x00", 2);
 	case 0x6B:
 		return make(b, 0x83, slot, seq, icc(s), 0, 0, p, len);
@@ -700,6 +745,14 @@ static enum calais__usb_status bulk_out(ccidsim_dev *d, const uint8_t *m, size_t
 	case CS_PIN_TIMEOUT:
 		if (m[0] == 0x69)
 			len = make(b, 0x80, m[5], m[6], 0x40, 0xF0, 0, NULL, 0);
+		break;
+	case CS_ICC_MUTE:
+		if (m[0] == 0x6F)
+			len = make(b, 0x80, m[5], m[6], 0x40, 0xFE, 0, NULL, 0);
+		break;
+	case CS_PIN_BAD_EDC:
+		if (m[0] == 0x69 && len > 10)
+			b[len - 1] ^= 0x5A;
 		break;
 	case CS_FAIL_HW:
 		b[7] = (uint8_t)(0x40 | (b[7] & 3));

@@ -35,6 +35,7 @@ struct ccidsim_card {
 	uint8_t atr[33];
 	size_t atr_len;
 	bool t1;           /* speaks T=1 blocks at TPDU/character level (else T=0) */
+	bool t1_crc;       /* its T=1 EDC is the CRC (its ATR's TC3 should say so), else LRC */
 	bool mute;         /* no ATR */
 };
 
@@ -53,6 +54,8 @@ enum ccidsim_fault {
 	CS_MUTE,           /* no reply at all (until an abort) */
 	CS_GONE,           /* the device disappears during the transfer */
 	CS_PIN_TIMEOUT,    /* Secure fails with PIN_TIMEOUT */
+	CS_PIN_BAD_EDC,    /* Secure over T=1 blocks: the card's answer block has a bad EDC */
+	CS_ICC_MUTE,       /* XfrBlock fails with ICC_MUTE (the card did not answer in time) */
 	CS_FAIL_HW,        /* the command fails with HW_ERROR */
 };
 

@@ -28,6 +28,8 @@
 
 static const uint8_t ATR_T0[] = { 0x3B, 0x10, 0x96 }; /* TA1 = 96: PPS to 250 kbit/s */
 static const uint8_t ATR_T1[] = { 0x3B, 0x80, 0x81, 0x31, 0x20, 0x45, 0x55 };
+/* T=1 with the CRC: TD2 71 -> TA3 20 (IFSC 32), TB3 45, TC3 01 (CRC); TCK */
+static const uint8_t ATR_T1_CRC[] = { 0x3B, 0x80, 0x81, 0x71, 0x20, 0x45, 0x01, 0x55 };
 
 static SCARDCONTEXT ctx;
 
@@ -77,6 +79,13 @@ static struct ccidsim_card card_t1(void)
 {
 	struct ccidsim_card c = { .atr_len = sizeof(ATR_T1), .t1 = true };
 	memcpy(c.atr, ATR_T1, sizeof(ATR_T1));
+	return c;
+}
+
+static struct ccidsim_card card_t1_crc(void)
+{
+	struct ccidsim_card c = { .atr_len = sizeof(ATR_T1_CRC), .t1 = true, .t1_crc = true };
+	memcpy(c.atr, ATR_T1_CRC, sizeof(ATR_T1_CRC));
 	return c;
 }
 
@@ -351,6 +360,66 @@ Test(ccid, character_level_t1)
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
 
+/* A card whose ATR asks for the CRC (TC3 bit 0), at TPDU and at character level: the
+ * blocks carry the CRC cards use (tests/serial/t1crc.h). */
+Test(ccid, t1_crc_card_at_tpdu_and_character_level)
+{
+	static const uint32_t levels[] = { LVL_TPDU | 0xBE, LVL_CHAR };
+	for (size_t i = 0; i < 2; i++) {
+		struct ccidsim_cfg cfg = { .intr = true, .features = levels[i], .max_msg = 271 };
+		struct ccidsim_card c = card_t1_crc();
+		ccidsim_dev *d;
+		char name[MAX_READERNAME];
+		SCARDHANDLE h = reader_with_card(&cfg, &c, &d, name);
+		check_echo(h, 70);
+		check_source(h, 300);
+		/* An answer too long for the buffer: the card's chain is aborted, the next
+		 * APDU is in step. */
+		uint8_t apdu[7] = { 0x80, 0xEF, 0x01, 0x2C, 0 }, small[100];
+		DWORD rl = sizeof(small);
+		assert_rv(SCardTransmit(h, SCARD_PCI_T1, apdu, 5, NULL, small, &rl),
+		          SCARD_E_INSUFFICIENT_BUFFER);
+		check_echo(h, 70);
+		SCardDisconnect(h, SCARD_LEAVE_CARD);
+		ccidsim_unplug(d);
+		cr_assert_eq(wait_readers(0, NULL), 0);
+	}
+}
+
+/* A T=1 card that stops answering at TPDU level (the reader says ICC_MUTE): R-blocks,
+ * then three RESYNCH requests, then SCARD_W_UNRESPONSIVE_CARD; the card is deactivated
+ * and no longer shown powered, and a reconnect with a reset brings it back. */
+Test(ccid, t1_card_mute_in_mid_session_is_deactivated)
+{
+	struct ccidsim_cfg cfg = { .intr = true, .features = LVL_TPDU | 0xBE, .max_msg = 271 };
+	struct ccidsim_card c = card_t1();
+	ccidsim_dev *d;
+	char name[MAX_READERNAME];
+	SCARDHANDLE h = reader_with_card(&cfg, &c, &d, name);
+	check_echo(h, 20);
+	unsigned xfrs = ccidsim_stats(d).commands[0x6F], offs = ccidsim_stats(d).commands[0x63];
+	ccidsim_fault(d, CS_ICC_MUTE, 0);
+	uint8_t apdu[5] = { 0x80, 0xEE, 0, 0, 0 }, resp[64];
+	DWORD rl = sizeof(resp);
+	assert_rv(SCardTransmit(h, SCARD_PCI_T1, apdu, 4, NULL, resp, &rl),
+	          SCARD_W_UNRESPONSIVE_CARD);
+	struct ccidsim_stats st = ccidsim_stats(d);
+	cr_assert_eq(st.commands[0x6F] - xfrs, 1 + 3 + 3, "I-block, 3 R-blocks, 3 RESYNCH");
+	cr_assert_gt(st.commands[0x63], offs, "the card was powered off");
+	ccidsim_fault(d, CS_NONE, 0);
+	char rn[MAX_READERNAME];
+	DWORD rnl = sizeof(rn), state = 0, proto = 0, al = MAX_ATR_SIZE;
+	uint8_t atr[MAX_ATR_SIZE];
+	SCardStatus(h, rn, &rnl, &state, &proto, atr, &al);
+	cr_assert(!(state & SCARD_POWERED), "state 0x%lX", (unsigned long)state);
+	rl = sizeof(resp);
+	assert_rv(SCardTransmit(h, SCARD_PCI_T1, apdu, 4, NULL, resp, &rl), SCARD_W_UNPOWERED_CARD);
+	assert_rv(SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, SCARD_RESET_CARD, &proto),
+	          SCARD_S_SUCCESS);
+	check_echo(h, 20);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
 static void movement(bool intr)
 {
 	struct ccidsim_cfg cfg = { .intr = intr, .features = LVL_SHORT | AUTO };
@@ -534,6 +603,40 @@ Test(ccid, pinpad_features_and_secure_verify)
 	                       sizeof(out), &ol),
 	          SCARD_E_UNSUPPORTED_FEATURE);
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+/* PIN verify over T=1 blocks (TPDU level): the reader builds the I-block with our N(S),
+ * the card's block comes back and is checked like any other; one with a bad EDC fails
+ * the call, and the block protocol is resynchronised, so the next APDU gets its own
+ * answer (not the PIN's). */
+Test(ccid, secure_verify_over_t1_blocks_checks_the_answer_block)
+{
+	struct ccidsim_cfg cfg = { .intr = true, .features = LVL_TPDU | 0xBE, .max_msg = 271,
+	                           .pin_support = 3 };
+	for (int crc = 0; crc < 2; crc++) {
+		struct ccidsim_card c = crc ? card_t1_crc() : card_t1();
+		ccidsim_dev *d;
+		SCARDHANDLE h = reader_with_card(&cfg, &c, &d, NULL);
+		uint32_t verify = feature(h, FEATURE_VERIFY_PIN_DIRECT);
+		uint8_t in[19 + 13] = { 30, 30, 0x82, 0x08, 0x00, 8, 4, 0x02, 1, 0x09, 0x04, 0, 0,
+		                        0, 0, 13, 0, 0, 0, 0x00, 0x20, 0x00, 0x81, 0x08, 0x20,
+		                        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF };
+		uint8_t out[32];
+		DWORD ol = 0;
+		check_echo(h, 40);
+		assert_rv(SCardControl(h, verify, in, sizeof(in), out, sizeof(out), &ol),
+		          SCARD_S_SUCCESS);
+		cr_assert(ol == 2 && out[0] == 0x90 && out[1] == 0x00, "%lu bytes", (unsigned long)ol);
+		check_echo(h, 40);
+		ccidsim_fault(d, CS_PIN_BAD_EDC, 1);
+		assert_rv(SCardControl(h, verify, in, sizeof(in), out, sizeof(out), &ol),
+		          SCARD_F_COMM_ERROR);
+		check_echo(h, 40);
+		check_source(h, 300);
+		SCardDisconnect(h, SCARD_LEAVE_CARD);
+		ccidsim_unplug(d);
+		cr_assert_eq(wait_readers(0, NULL), 0);
+	}
 }
 
 Test(ccid, escape_when_enabled)

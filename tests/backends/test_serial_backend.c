@@ -216,6 +216,36 @@ Test(serial, t1_card_listing_atr_and_chained_exchanges)
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
 
+/* A card whose ATR asks for the CRC (TC3 01): the block protocol runs with the CRC real
+ * cards use (gemtwin-sim's card takes it from the ATR; pcscd-serial-check runs the same
+ * card under libccid). */
+Test(serial, t1_crc_card_exchanges)
+{
+	with_sim((const char *const[]){ "--card", "t1", "--atr", "3B 80 81 71 20 45 01 55", NULL });
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	cr_assert_eq(proto, (DWORD)SCARD_PROTOCOL_T1);
+	check_read(h, proto, 10);
+	check_read(h, proto, 200);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+/* A T=1 card whose ATR has a wrong TCK (81 is right): used as pcscd + libccid use it,
+ * with the default parameters (IFSC 32; with IFSC 0 the engine once sent empty chained
+ * blocks for ever and the call never returned). */
+Test(serial, t1_card_with_a_wrong_tck_is_used_with_the_defaults, .timeout = 30)
+{
+	with_sim((const char *const[]){ "--card", "t1", "--atr", "3B 80 01 8F", NULL });
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	cr_assert_eq(proto, (DWORD)SCARD_PROTOCOL_T1);
+	long t0 = bt_now_ms();
+	check_read(h, proto, 10);
+	check_read(h, proto, 200);
+	cr_assert_lt(bt_now_ms() - t0, 5000, "%ld ms", bt_now_ms() - t0);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
 Test(serial, t0_card_exchanges)
 {
 	with_sim((const char *const[]){ "--card", "t0", NULL });
@@ -464,6 +494,20 @@ Test(phoenix, t0_card_direct_convention)
 Test(phoenix, t1_card_direct_convention)
 {
 	exchanges("t1", "direct", SCARD_PROTOCOL_T1, 0x3B);
+}
+
+/* The CRC card at character level: TA1 13, TD2 71 -> TA3 80, TB3 45, TC3 01 (CRC). */
+Test(phoenix, t1_crc_card)
+{
+	with_phoenix("cts", (const char *const[]){ "--card", "t1", "--atr",
+	                                           "3B 94 13 81 71 80 45 01 50 48 58 31 C2", NULL });
+	DWORD proto;
+	SCARDHANDLE h = connect_card(&proto);
+	cr_assert_eq(proto, (DWORD)SCARD_PROTOCOL_T1);
+	check_read(h, proto, 16);
+	check_read(h, proto, 255);
+	check_echo(h, proto, 200);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
 
 Test(phoenix, t0_card_inverse_convention)

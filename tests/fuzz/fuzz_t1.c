@@ -45,6 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	t.xfer = feed_xfer;
 	t.bwt_ms = 1;
 	t.crc = size && (data[0] & 1);
+	if (size && (data[0] & 2))
+		t.ifsc = 0xFF; /* a reserved IFSC left by a rejected ATR: must stay bounded */
 	static uint8_t cmd[300], resp[70000];
 	size_t len = sizeof(resp);
 	LONG rv = calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len);

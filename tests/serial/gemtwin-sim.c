@@ -57,7 +57,8 @@
  *   HANG        80 E6 00 00               -> no answer: the XfrBlock stays unanswered,
  *                                            and so does every one until the next reset
  *   anything else                         -> 6D 00
- * T=1 card: IFSC 32, LRC, answers I-blocks (chaining both ways), R-blocks
+ * T=1 card: IFSC and EDC (LRC, or CRC when TC3 bit 0 is set) from its ATR (default:
+ * IFSC 32, LRC), answers I-blocks (chaining both ways), R-blocks
  * (retransmission / next chained block), S(IFS), S(RESYNCH), S(ABORT), S(WTX).
  * A PPS (XfrBlock starting with FF right after power-on) is confirmed by echo.
  */
@@ -627,6 +628,7 @@ int main(int argc, char **argv)
     present = !(common.absent || common.card_none);
     notify_on = opt.async_notify;
     simcard_init(&card);
+    simcard_t1_from_atr(&card, common.atr, common.atr_len);
     card.t1_max_inf = common.t1_max_inf;
     card.t1_wtx_storm = common.wtx_storm;
     card_reset_state();

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "simcard.h"
+#include "t1crc.h"
 
 void simcard_init(struct simcard *sc)
 {
@@ -225,19 +226,35 @@ sw_only:
 
 /* ------------------------------------------------------------------- T=1 */
 
-/* The CRC as Calais' lib/iso7816/t1.c computes it: polynomial 1021, initial FFFF, MSB first,
- * sent high byte first. */
-static uint16_t crc16(const uint8_t *b, size_t n)
+void simcard_t1_from_atr(struct simcard *sc, const uint8_t *atr, size_t n)
 {
-    uint16_t v = 0xFFFF;
-    size_t i;
-    int k;
-    for (i = 0; i < n; i++) {
-        v ^= (uint16_t)(b[i] << 8);
-        for (k = 0; k < 8; k++)
-            v = (uint16_t)(v & 0x8000 ? (v << 1) ^ 0x1021 : v << 1);
+    /* the first TA (IFSC) and TC (bit 0: CRC) after a TDi (i >= 2) naming T=1 */
+    size_t i = 2;
+    unsigned y, level = 1, t = 0;
+    int ta = 0, tc = 0;
+    if (n < 2)
+        return;
+    y = atr[1] >> 4;
+    for (;;) {
+        int k, byte[4] = { -1, -1, -1, -1 };
+        for (k = 0; k < 4; k++)
+            if (y & (1u << k)) {
+                if (i >= n)
+                    return;
+                byte[k] = atr[i++];
+            }
+        if (level >= 3 && t == 1) {
+            if (byte[0] >= 0 && !ta++)
+                sc->t1_ifsc = byte[0];
+            if (byte[2] >= 0 && !tc++)
+                sc->t1_crc = byte[2] & 1;
+        }
+        if (byte[3] < 0)
+            return;
+        t = (unsigned)byte[3] & 15;
+        y = (unsigned)byte[3] >> 4;
+        level++;
     }
-    return v;
 }
 
 size_t simcard_t1_edc_len(const struct simcard *sc)
@@ -251,7 +268,7 @@ static size_t put_edc(const struct simcard *sc, uint8_t *b, size_t n)
     size_t i;
     uint8_t lrc = 0;
     if (sc->t1_crc) {
-        uint16_t v = crc16(b, n);
+        uint16_t v = t1crc(b, n);
         b[n] = (uint8_t)(v >> 8);
         b[n + 1] = (uint8_t)v;
         return 2;

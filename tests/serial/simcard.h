@@ -87,6 +87,8 @@ enum simcard_t0_kind simcard_t0_kind(const uint8_t hdr[5]);
 size_t simcard_t0_tpdu(struct simcard *sc, const uint8_t *c, size_t n, uint8_t *r, int *wait);
 
 /* T=1 */
+/* t1_ifsc and t1_crc from the ATR's first TA and TC for T=1 (untouched when absent) */
+void simcard_t1_from_atr(struct simcard *sc, const uint8_t *atr, size_t n);
 size_t simcard_t1_edc_len(const struct simcard *sc);
 /* A block from the host -> the card's block in out (at most SIMCARD_T1_BLOCK_CAP). */
 size_t simcard_t1_block(struct simcard *sc, const uint8_t *b, size_t n, uint8_t *out);

@@ -196,6 +196,49 @@ Test(atr, protocols_survive_a_bad_tck)
 	cr_assert_eq(calais__atr_protocols(b, n, &ai), SCARD_E_INVALID_ATR);
 }
 
+/* An ATR that fails a late check still gives sane parameters: the defaults for what it
+ * leaves out, its own values for the rest (a real card with a wrong TCK is used, as
+ * pcscd + libccid use it; with IFSC 0 the T=1 engine once chained empty blocks for ever). */
+Test(atr, a_rejected_atr_keeps_defaults_and_its_own_values)
+{
+	uint8_t b[40];
+	struct calais__atr a;
+	size_t n = hex("3B 80 01 8F", b); /* T=1, TCK should be 81 */
+	cr_assert_eq(calais__atr_parse(b, n, &a), SCARD_E_INVALID_ATR);
+	cr_assert(strstr(a.reason, "TCK"), "%s", a.reason);
+	cr_assert_eq(a.ifsc, 32);
+	cr_assert_eq(a.bwi, 4);
+	cr_assert_eq(a.cwi, 13);
+	cr_assert_eq(a.wi, 10);
+	cr_assert_eq(a.fi, 372);
+	cr_assert_eq(a.di, 1);
+	cr_assert_eq(a.fi_index, 1);
+	cr_assert_eq(a.di_index, 1);
+	cr_assert(!a.edc_crc);
+	/* TA1 13, TA3 FE, TB3 45, TC3 01 (CRC), a wrong TCK: every value read all the same. */
+	n = hex("3B 90 13 81 71 FE 45 01 00", b);
+	cr_assert_eq(calais__atr_parse(b, n, &a), SCARD_E_INVALID_ATR);
+	cr_assert(strstr(a.reason, "TCK"), "%s", a.reason);
+	cr_assert_eq(a.ifsc, 254);
+	cr_assert_eq(a.bwi, 4);
+	cr_assert_eq(a.cwi, 5);
+	cr_assert(a.edc_crc);
+	cr_assert_eq(a.fi_index, 1);
+	cr_assert_eq(a.di_index, 3);
+	/* IFSC 00 and FF are rejected, and bounded to 32 and 254 for a card used anyway. */
+	n = with_tck(b, hex("3B 80 81 11 00", b));
+	cr_assert_eq(calais__atr_parse(b, n, &a), SCARD_E_INVALID_ATR);
+	cr_assert_eq(a.ifsc, 32);
+	n = with_tck(b, hex("3B 80 81 11 FF", b));
+	cr_assert_eq(calais__atr_parse(b, n, &a), SCARD_E_INVALID_ATR);
+	cr_assert_eq(a.ifsc, 254);
+	/* A reserved Fi keeps the default Fi and Di. */
+	n = hex("3B 10 71", b);
+	cr_assert_eq(calais__atr_parse(b, n, &a), SCARD_E_INVALID_ATR);
+	cr_assert_eq(a.fi, 372);
+	cr_assert_eq(a.di, 1);
+}
+
 Test(atr, t0_card_with_a_tck_it_need_not_send)
 {
 	struct calais__atr a = parse_ok("3B 02 14 50 46");

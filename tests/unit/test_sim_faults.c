@@ -326,3 +326,35 @@ Test(sim_faults, a_card_swapped_during_a_slow_power_up_is_shown_with_its_atr, .t
 	cr_assert_eq(lost + mute, 0, "of 10 cards swapped in, %d never shown, %d shown mute", lost,
 	             mute);
 }
+
+/* A card the transport declares unresponsive in mid-session (T=1: RESYNCH failed three
+ * times, ISO/IEC 7816-3 11.6.3.2) is deactivated: not shown powered, the next APDU gets
+ * SCARD_W_UNPOWERED_CARD, a reconnect with a reset brings it back. */
+static LONG unresponsive_apdu(void *user, const uint8_t *a, size_t n, uint8_t *resp,
+                              size_t *resp_len)
+{
+	(void)user, (void)a, (void)n, (void)resp, (void)resp_len;
+	return SCARD_W_UNRESPONSIVE_CARD;
+}
+
+Test(sim_faults, an_unresponsive_card_is_deactivated)
+{
+	memset(&st, 0, sizeof(st));
+	struct calais_sim_card c = t_card_desc(&st, atr_t1, sizeof(atr_t1));
+	c.apdu = unresponsive_apdu;
+	put_card(&c);
+	t_wait_presence(t_name, true);
+	SCARDHANDLE h = t_connect(SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1);
+	assert_rv(send_one(h), SCARD_W_UNRESPONSIVE_CARD);
+	char rn[MAX_READERNAME];
+	DWORD rl = sizeof(rn), state = 0, proto = 0, al = MAX_ATR_SIZE;
+	uint8_t atr[MAX_ATR_SIZE];
+	SCardStatus(h, rn, &rl, &state, &proto, atr, &al);
+	cr_assert(!(state & SCARD_POWERED), "state 0x%lX", (unsigned long)state);
+	assert_rv(send_one(h), SCARD_W_UNPOWERED_CARD);
+	assert_rv(SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, SCARD_RESET_CARD, &proto),
+	          SCARD_S_SUCCESS);
+	assert_rv(SCardStatus(h, rn, &rl, &state, &proto, atr, &al), SCARD_S_SUCCESS);
+	cr_assert(state & SCARD_POWERED, "state 0x%lX", (unsigned long)state);
+	assert_rv(SCardDisconnect(h, SCARD_LEAVE_CARD), SCARD_S_SUCCESS);
+}

@@ -12,6 +12,8 @@
 
 #include "iso7816/iso7816.h"
 #include "platform/threads.h"
+#include "../serial/t1crc.h"
+#include "t1card.h" /* the card model's EDC (t1card_edc), not the engine's */
 
 enum fault { F_NONE, F_DROP, F_BAD_EDC, F_BAD_SEQ, F_WTX, F_IFS, F_ABORT, F_GARBAGE };
 
@@ -72,7 +74,7 @@ static void frame(struct card *c, uint8_t pcb, const uint8_t *inf, size_t len, u
 	if (len)
 		memcpy(out + 3, inf, len);
 	size_t n = 3 + len;
-	n += calais__t1_edc(c->crc, out, n, out + n);
+	n += t1card_edc(c->crc, out, n, out + n);
 	*out_len = n;
 }
 
@@ -120,7 +122,7 @@ static LONG card_xfer(void *user, const uint8_t *blk, size_t n, uint8_t *rx, siz
 	uint8_t edc[2];
 	size_t el = c->crc ? 2 : 1;
 	bool bad = n < 3 + el || n != 3 + (size_t)blk[2] + el ||
-	           (calais__t1_edc(c->crc, blk, n - el, edc), memcmp(edc, blk + n - el, el) != 0);
+	           (t1card_edc(c->crc, blk, n - el, edc), memcmp(edc, blk + n - el, el) != 0);
 	uint8_t pcb = n >= 2 ? blk[1] : 0;
 	if (bad) {
 		frame(c, (uint8_t)(0x80 | c->nr << 4 | 1), NULL, 0, out, &out_len);
@@ -280,6 +282,34 @@ static void roundtrip_tag(struct card *c, uint8_t ifsc, size_t cmd_len, const ch
 	if (!c->answer_len)
 		cr_assert_arr_eq(resp, cmd, cmd_len);
 	cr_assert_eq(resp[len - 2], 0x90);
+}
+
+/* The CRC epilogue against a GemPC Twin's trace (S(IFS) request and response, R-block,
+ * S(RESYNCH) request): the engine's, the serial peers' and the card models'. */
+Test(t1, crc_vectors_from_a_real_trace)
+{
+	static const struct {
+		uint8_t b[4];
+		size_t n;
+		uint8_t crc[2];
+	} v[] = {
+		{ { 0x00, 0xC1, 0x01, 0xFE }, 4, { 0x54, 0x4E } },
+		{ { 0x00, 0xE1, 0x01, 0xFE }, 4, { 0x57, 0x75 } },
+		{ { 0x00, 0x80, 0x00 }, 3, { 0xB5, 0xFF } },
+		{ { 0x00, 0xC0, 0x00 }, 3, { 0xF3, 0x99 } },
+	};
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		uint8_t out[2] = { 0 };
+		cr_assert_eq(calais__t1_edc(true, v[i].b, v[i].n, out), 2);
+		cr_assert(out[0] == v[i].crc[0] && out[1] == v[i].crc[1],
+		          "vector %zu: engine %02X %02X, want %02X %02X", i, out[0], out[1],
+		          v[i].crc[0], v[i].crc[1]);
+		uint16_t peer = t1crc(v[i].b, v[i].n);
+		cr_assert_eq(peer, (uint16_t)(v[i].crc[0] << 8 | v[i].crc[1]), "vector %zu: peer %04X",
+		             i, peer);
+		cr_assert_eq(t1card_edc(true, v[i].b, v[i].n, out), 2);
+		cr_assert(out[0] == v[i].crc[0] && out[1] == v[i].crc[1], "vector %zu: t1card", i);
+	}
 }
 
 Test(t1, short_exchange_lrc_and_crc)
@@ -611,5 +641,33 @@ Test(t1, cancel_is_seen_between_blocks, .timeout = 10)
 	size_t len = sizeof(resp);
 	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_E_CANCELLED);
 	cr_assert_eq(c->xfers, 2);
+	free(c);
+}
+
+/* ---- parameters from a partly parsed ATR ------------------------------------------------ */
+
+/* TC3 = CRC, then TA4 = FF (the first TA for T=1): the ATR is rejected (IFSC FF is reserved) but a transport may
+ * still run the card. No block longer than 3 + 254 + 2 bytes is ever built (an INF of
+ * 255 bytes plus a CRC wrote one byte past the block buffer). */
+Test(t1, ifsc_ff_from_a_rejected_atr_is_bounded)
+{
+	static const uint8_t atr[] = { 0x3B, 0x80, 0x81, 0xC1, 0x01, 0x11, 0xFF, 0x2F };
+	struct calais__atr a;
+	cr_assert_neq(calais__atr_parse(atr, sizeof(atr), &a), SCARD_S_SUCCESS);
+	struct card *c = card_new();
+	c->crc = true;
+	c->ifsd = 254;
+	struct calais__t1 t;
+	memset(&t, 0, sizeof(t));
+	calais__t1_init(&t, &a);
+	t.user = c;
+	t.xfer = card_xfer;
+	t.bwt_ms = 100;
+	cr_assert(t.crc, "TC3 bit 0 asks for a CRC");
+	static uint8_t cmd[600], resp[700];
+	size_t len = sizeof(resp);
+	cr_assert_eq(calais__t1_transceive(&t, cmd, sizeof(cmd), resp, &len), SCARD_S_SUCCESS);
+	cr_assert_eq(len, sizeof(cmd) + 2);
+	cr_assert(t.ifsc >= 1 && t.ifsc <= 254, "IFSC %u", t.ifsc);
 	free(c);
 }
