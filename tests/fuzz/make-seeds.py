@@ -85,13 +85,21 @@ env = {
 for name, (var, val) in env.items():
     write("env", name, bytes([var]) + val)
 
-# ---- vpcd card: [len16][ATR], then answers [len16][payload]
+# ---- vpcd card: chunks [k][len][bytes], one put on the line at each wait of the
+# backend's (k bit 1: silence); messages are [len16][payload]
 def vmsg(p):
     return struct.pack(">H", len(p)) + p
-write("vpcd", "t1-card", vmsg(JCOP_ATR) + vmsg(b"\x90\x00") + vmsg(b"\x6A\x82") + vmsg(JCOP_ATR))
-write("vpcd", "long-answer", vmsg(T0_ATR) + vmsg(b"\x00" * 300 + b"\x90\x00") + vmsg(b"\x01" * 20 + b"\x90\x00"))
-write("vpcd", "atr-in-pieces", vmsg(SIM_ATR)[:5])
-write("vpcd", "zero-length", vmsg(T0_ATR) + b"\x00\x00")
+def vchunk(b, silent=False):
+    out = b""
+    for i in range(0, max(len(b), 1), 255):
+        out += bytes([2 if silent else 0, len(b[i:i + 255])]) + b[i:i + 255]
+    return out
+write("vpcd", "t1-card", vchunk(vmsg(JCOP_ATR)) + vchunk(vmsg(b"\x90\x00")) + vchunk(vmsg(b"\x6A\x82")) + vchunk(vmsg(JCOP_ATR)))
+write("vpcd", "long-answer", vchunk(vmsg(T0_ATR)) + vchunk(vmsg(b"\x00" * 300 + b"\x90\x00")) + vchunk(vmsg(b"\x01" * 20 + b"\x90\x00")))
+write("vpcd", "atr-in-pieces", vchunk(vmsg(SIM_ATR)[:5]) + vchunk(vmsg(SIM_ATR)[5:]) + vchunk(vmsg(b"\x61\x10")))
+write("vpcd", "silent-card", vchunk(vmsg(T0_ATR)) + vchunk(b"", silent=True))
+write("vpcd", "unasked", vchunk(vmsg(T0_ATR) + vmsg(b"\x90\x00")) + vchunk(vmsg(b"\x90\x00")))
+write("vpcd", "zero-length", vchunk(vmsg(T0_ATR)) + vchunk(b"\x00\x00"))
 
 # ---- ICCD: [mode] then one answer per control request: [c][data]
 def iin(data):
