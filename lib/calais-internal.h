@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "calais/calais.h"
@@ -37,6 +38,9 @@ void calais__log(int level, const char *domain, const char *fmt, ...) CALAIS__PR
 extern atomic_int calais__log_level;
 void calais__log_set_trace_apdu(bool on);
 void calais__log_init_from_env(void);
+/* A CALAIS_LOG value: the level of a name (none, error, warning or warn, info, debug;
+ * any case) or a digit 0 to 4; -1 for anything else. */
+int calais__log_level_parse(const char *v);
 #if defined(CALAIS_PLATFORM_POSIX)
 void calais__log_atfork_prepare(void);
 void calais__log_atfork_parent(void);
@@ -289,6 +293,21 @@ void calais__worker_kick(void);  /* wakes the scheduler (lib/jobs.c); mgr.lock h
 calais_backend_instance *calais__backend_activate(const struct calais_backend *be);
 bool calais__backend_configured(calais_backend_instance *bi);
 const char *calais__getenv(const char *name);
+/* lib/iso7816/atr-list.c: calais_atr_lookup() on an open smartcard_list.txt (untrusted
+ * text); atr holds 1 to MAX_ATR_SIZE bytes, cap > 0. */
+LONG calais__atr_lookup_file(FILE *f, const uint8_t *atr, size_t len, char *buf, size_t cap);
+/* The parsers of the CALAIS_* variables (untrusted text), apart so tests/fuzz can feed
+ * them. A duration in ms (CALAIS_*_MS): *v set from digits only (up to 2^32 - 1); NULL
+ * or "" keeps it; anything else keeps it, logged, SCARD_E_INVALID_VALUE. */
+LONG calais__parse_ms(const char *name, const char *s, uint32_t *v);
+/* An on/off switch (CALAIS_CCID_ESCAPE): on unless unset, empty or "0". */
+bool calais__parse_flag(const char *s);
+/* A backend list (CALAIS_BACKENDS or cfg.backends): names split at commas and spaces,
+ * case-insensitive, each kept once, at most cap; NULL: the default set. An unknown name
+ * is SCARD_E_INVALID_VALUE (logged) from the application, and reported on stderr and
+ * skipped from the environment. */
+LONG calais__parse_backends(const char *list, bool from_env, const struct calais_backend **want,
+                            size_t cap, size_t *n);
 
 /* lib/reader.c */
 void calais__reader_unref(struct calais_reader *r); /* mgr.lock held */

@@ -67,12 +67,8 @@ bool calais__log_card_bytes(void)
 	return atomic_load(&trace_apdu);
 }
 
-/* CALAIS_LOG accepts a level name or digit; unknown values are reported and ignored. */
-void calais__log_init_from_env(void)
+int calais__log_level_parse(const char *v)
 {
-	const char *v = calais__getenv("CALAIS_LOG");
-	if (!v || !*v)
-		return;
 	int level = -1;
 	for (size_t i = 0; i < CALAIS__ARRAY_SIZE(level_names); i++)
 		if (strcasecmp(v, level_names[i]) == 0)
@@ -81,6 +77,16 @@ void calais__log_init_from_env(void)
 		level = CALAIS_LOG_WARNING;
 	if (v[0] >= '0' && v[0] <= '4' && v[1] == '\0')
 		level = v[0] - '0';
+	return level;
+}
+
+/* CALAIS_LOG accepts a level name or digit; unknown values are reported and ignored. */
+void calais__log_init_from_env(void)
+{
+	const char *v = calais__getenv("CALAIS_LOG");
+	if (!v || !*v)
+		return;
+	int level = calais__log_level_parse(v);
 	if (level < 0) {
 		fprintf(stderr, "calais: CALAIS_LOG=%s is not a level (none, error, warning, "
 		                "info, debug); ignored\n", v);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #if defined(CALAIS_PLATFORM_POSIX)
+#include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
 #if defined(__linux__)
@@ -110,19 +111,34 @@ const char *calais__getenv(const char *name)
 #endif
 }
 
+LONG calais__parse_ms(const char *name, const char *s, uint32_t *v)
+{
+	if (!s || !*s)
+		return SCARD_S_SUCCESS;
+	char *end;
+	/* Digits only: strtoull would take a sign or leading blanks ("-1" as 2^64 - 1). */
+	if (*s < '0' || *s > '9')
+		goto bad;
+	errno = 0;
+	unsigned long long x = strtoull(s, &end, 10);
+	if (*end || errno || x > UINT32_MAX)
+		goto bad;
+	*v = (uint32_t)x;
+	return SCARD_S_SUCCESS;
+bad:
+	calais__warn("%s=%s is not a number of milliseconds; ignored", name, s);
+	return SCARD_E_INVALID_VALUE;
+}
+
+bool calais__parse_flag(const char *s)
+{
+	return s && *s && strcmp(s, "0") != 0;
+}
+
 /* Reads a duration in ms from the environment; keeps *v when unset or malformed. */
 static void env_ms(const char *name, uint32_t *v)
 {
-	const char *s = calais__getenv(name);
-	if (!s || !*s)
-		return;
-	char *end;
-	unsigned long long x = strtoull(s, &end, 10);
-	if (*end || x > UINT32_MAX) {
-		calais__warn("%s=%s is not a number of milliseconds; ignored", name, s);
-		return;
-	}
-	*v = (uint32_t)x;
+	calais__parse_ms(name, calais__getenv(name), v);
 }
 
 static void seed_rng(void)
@@ -161,6 +177,46 @@ static const struct calais_backend *find_backend(const char *name, size_t len)
 		if (strlen(registered[i]->name) == len && strncasecmp(registered[i]->name, name, len) == 0)
 			return registered[i];
 	return NULL;
+}
+
+LONG calais__parse_backends(const char *list, bool from_env, const struct calais_backend **want,
+                            size_t cap, size_t *n)
+{
+	size_t n_want = 0;
+	if (list) {
+		const char *p = list;
+		while (*p) {
+			size_t len = strcspn(p, ", ");
+			if (len) {
+				const struct calais_backend *be = find_backend(p, len);
+				if (!be) {
+					if (!from_env) {
+						calais__err("unknown backend \"%.*s\"", (int)len, p);
+						return SCARD_E_INVALID_VALUE;
+					}
+					/* Said even at the default (silent) level, as for a bad
+					 * CALAIS_LOG: a typo would otherwise just show no readers. */
+					fprintf(stderr, "calais: CALAIS_BACKENDS: unknown backend \"%.*s\" "
+					                "ignored\n", (int)len, p);
+				} else {
+					bool dup = false;
+					for (size_t i = 0; i < n_want; i++)
+						dup |= want[i] == be;
+					if (!dup && n_want < cap)
+						want[n_want++] = be;
+				}
+			}
+			p += len;
+			while (*p == ',' || *p == ' ')
+				p++;
+		}
+	} else {
+		for (size_t i = 0; builtin[i].be && n_want < cap; i++)
+			if (builtin[i].by_default)
+				want[n_want++] = builtin[i].be;
+	}
+	*n = n_want;
+	return SCARD_S_SUCCESS;
 }
 
 static calais_backend_instance *find_instance(const struct calais_backend *be)
@@ -312,38 +368,9 @@ static LONG do_start(const struct calais_config *cfg)
 	 * cleanly. */
 	const struct calais_backend *want[CALAIS__ARRAY_SIZE(builtin) + MAX_REGISTERED];
 	size_t n_want = 0;
-	if (list) {
-		const char *p = list;
-		while (*p) {
-			size_t len = strcspn(p, ", ");
-			if (len) {
-				const struct calais_backend *be = find_backend(p, len);
-				if (!be) {
-					if (!from_env) {
-						calais__err("unknown backend \"%.*s\"", (int)len, p);
-						return SCARD_E_INVALID_VALUE;
-					}
-					/* Said even at the default (silent) level, as for a bad
-					 * CALAIS_LOG: a typo would otherwise just show no readers. */
-					fprintf(stderr, "calais: CALAIS_BACKENDS: unknown backend \"%.*s\" "
-					                "ignored\n", (int)len, p);
-				} else {
-					bool dup = false;
-					for (size_t i = 0; i < n_want; i++)
-						dup |= want[i] == be;
-					if (!dup && n_want < CALAIS__ARRAY_SIZE(want))
-						want[n_want++] = be;
-				}
-			}
-			p += len;
-			while (*p == ',' || *p == ' ')
-				p++;
-		}
-	} else {
-		for (size_t i = 0; builtin[i].be; i++)
-			if (builtin[i].by_default)
-				want[n_want++] = builtin[i].be;
-	}
+	LONG lrv = calais__parse_backends(list, from_env, want, CALAIS__ARRAY_SIZE(want), &n_want);
+	if (lrv != SCARD_S_SUCCESS)
+		return lrv;
 	/* Registered backends are declared by the application, so always enabled. */
 	for (size_t i = 0; i < n_registered; i++) {
 		bool dup = false;

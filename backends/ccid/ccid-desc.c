@@ -86,3 +86,20 @@ void calais__ccid_strategy(const struct calais__ccid_desc *d, struct calais__cci
 	s->max_apdu = s->level == CALAIS__CCID_EXTENDED_APDU ? MAX_BUFFER_SIZE_EXTENDED
 	                                                      : d->max_message_length - 10;
 }
+
+LONG calais__ccid_rates_parse(const char *name, const uint8_t *b, size_t len, uint32_t *rates,
+                              size_t max, size_t *n)
+{
+	*n = 0;
+	if (len % 4 != 0) {
+		ccid_dbg("%s: GET_DATA_RATES answer of %zu bytes: no list", name, len);
+		return SCARD_E_INVALID_VALUE;
+	}
+	for (size_t i = 0; i + 4 <= len && *n < max; i += 4) {
+		uint32_t r = le32(b + i);
+		if (!r)
+			break;
+		rates[(*n)++] = r;
+	}
+	return SCARD_S_SUCCESS;
+}

@@ -524,3 +524,20 @@ static LONG command(struct calais__ccid_port *p, struct calais__ccid_wait *w, ui
 		return SCARD_S_SUCCESS;
 	}
 }
+
+size_t calais__ccid_intr_parse(const char *name, const uint8_t *b, size_t n, size_t n_slots,
+                               uint8_t *bits)
+{
+	if (n >= 2 && b[0] == CALAIS__RDR_NOTIFY_SLOT_CHANGE) {
+		/* bmSlotICCState: two bits a slot, four slots a byte. */
+		size_t k = 0;
+		for (; k < n_slots && 1 + k / 4 < n; k++)
+			bits[k] = (uint8_t)(b[1 + k / 4] >> (2 * (k % 4)) & 3);
+		return k;
+	}
+	if (n >= 4 && b[0] == CALAIS__RDR_HARDWARE_ERROR)
+		ccid_warn("%s: hardware error 0x%02X on slot %u", name, b[3], b[1]);
+	else if (n)
+		ccid_info("%s: unknown interrupt message 0x%02X (%zu bytes)", name, b[0], n);
+	return 0;
+}

@@ -211,17 +211,14 @@ static void *intr_main(void *arg)
 				calais__sleep_us(20000);
 			continue;
 		}
-		if (n >= 2 && buf[0] == CALAIS__RDR_NOTIFY_SLOT_CHANGE) {
-			for (unsigned i = 0; i < d->n_slots && 1 + i / 4 < n; i++) {
-				unsigned bits = buf[1 + i / 4] >> (2 * (i % 4));
-				report_slot(d, i, bits & 1, bits & 2);
-			}
+		uint8_t bits[4 * 63];
+		size_t k = calais__ccid_intr_parse(d->name, buf, n,
+		                                   d->n_slots < sizeof(bits) ? d->n_slots : sizeof(bits),
+		                                   bits);
+		for (size_t i = 0; i < k; i++)
+			report_slot(d, (unsigned)i, bits[i] & 1, bits[i] & 2);
+		if (n >= 2 && buf[0] == CALAIS__RDR_NOTIFY_SLOT_CHANGE)
 			d->notified = true;
-		} else if (n >= 4 && buf[0] == CALAIS__RDR_HARDWARE_ERROR) {
-			ccid_warn("%s: hardware error 0x%02X on slot %u", d->name, buf[3], buf[1]);
-		} else if (n) {
-			ccid_info("%s: unknown interrupt message 0x%02X (%zu bytes)", d->name, buf[0], n);
-		}
 	}
 	return NULL;
 }
@@ -281,20 +278,15 @@ static void get_rates(struct ccid_dev *d)
 	if (d->desc.num_rates == 0)
 		return;
 	uint8_t buf[256];
-	size_t done = 0;
+	size_t done = 0, n = 0;
 	if (d->ops->control(d->h, 0xA1, 0x03, 0, d->ifc.number, buf, sizeof(buf), &done, 1000) !=
-	    CALAIS__USB_OK || done % 4 != 0) {
+	    CALAIS__USB_OK) {
 		ccid_dbg("%s: no GET_DATA_RATES list", d->name);
 		return;
 	}
-	size_t n = 0;
-	for (size_t i = 0; i + 4 <= done && n < CALAIS__ARRAY_SIZE(d->rates); i += 4) {
-		uint32_t r = (uint32_t)buf[i] | (uint32_t)buf[i + 1] << 8 |
-		             (uint32_t)buf[i + 2] << 16 | (uint32_t)buf[i + 3] << 24;
-		if (!r)
-			break;
-		d->rates[n++] = r;
-	}
+	if (calais__ccid_rates_parse(d->name, buf, done, d->rates, CALAIS__ARRAY_SIZE(d->rates), &n) !=
+	    SCARD_S_SUCCESS)
+		return;
 	for (unsigned i = 0; i < d->n_slots; i++) {
 		d->slots[i].rates = n ? d->rates : NULL;
 		d->slots[i].n_rates = n;
@@ -654,7 +646,7 @@ static LONG ccid_init(calais_backend_instance *bi)
 	cp->bi = bi;
 	cp->ops = calais__ccid_usb ? calais__ccid_usb : &calais__usb_libusb;
 	const char *esc = calais__getenv("CALAIS_CCID_ESCAPE");
-	cp->escape = calais__mgr.cfg.ccid_escape || (esc && *esc && strcmp(esc, "0") != 0);
+	cp->escape = calais__mgr.cfg.ccid_escape || calais__parse_flag(esc);
 	calais__mutex_init(&cp->lock);
 	calais__cond_init(&cp->cond);
 	enum calais__usb_status st = cp->ops->init(&cp->ctx, usb_changed, cp, &cp->hotplug);

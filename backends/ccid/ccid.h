@@ -202,6 +202,11 @@ LONG calais__ccid_command(struct calais__ccid_port *p, uint8_t type, uint8_t slo
 LONG calais__ccid_parse_reply(const uint8_t *b, size_t n, struct calais__ccid_reply *rep);
 /* The PC/SC code for a failed command's bError. */
 LONG calais__ccid_error(uint8_t status, uint8_t error);
+/* An interrupt-IN message (untrusted). NotifySlotChange: bits[i] gets slot i's two bits
+ * (bit 0 card present, bit 1 changed) for each slot the message covers, at most n_slots;
+ * returns how many. A hardware error or any other message is logged and returns 0. */
+size_t calais__ccid_intr_parse(const char *name, const uint8_t *b, size_t n, size_t n_slots,
+                               uint8_t *bits);
 const char *calais__ccid_error_name(uint8_t error);
 
 /* ---- a slot (ccid-slot.c): power, presence, protocol, exchanges, part 10 ----------- */
@@ -259,6 +264,11 @@ size_t calais__ccid_features(const struct calais__ccid_slot *s, struct calais_fe
 /* Parses a CCID class descriptor (bLength 0x36, bDescriptorType 0x21). Every byte is
  * untrusted: SCARD_E_READER_UNSUPPORTED with a log line for a malformed one. */
 LONG calais__ccid_desc_parse(const uint8_t *b, size_t n, struct calais__ccid_desc *d);
+/* A GET_DATA_RATES answer (untrusted): up to max little-endian rates, ending at the first
+ * 0; SCARD_E_INVALID_VALUE (logged) when the answer is not whole 32-bit values. *n: how
+ * many were stored. */
+LONG calais__ccid_rates_parse(const char *name, const uint8_t *b, size_t len, uint32_t *rates,
+                              size_t max, size_t *n);
 void calais__ccid_strategy(const struct calais__ccid_desc *d, struct calais__ccid_strategy *s);
 
 #endif

@@ -32,6 +32,7 @@
  * so a hung (not dead) service delays it; close() disconnects inline. */
 #include "calais-internal.h"
 #include "platform/dl.h"
+#include "pcsc-int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -348,6 +349,40 @@ static void add_entry(struct pcsc_priv *pp, const char *name)
 	}
 }
 
+size_t calais__pcsc_names(const char *buf, size_t len, const char **names, size_t max)
+{
+	size_t n = 0;
+	const char *p = buf, *end = buf + len;
+	while (p < end && *p) {
+		const char *nul = memchr(p, 0, (size_t)(end - p));
+		if (!nul) {
+			pcsc_log(CALAIS_LOG_WARNING, "the service's reader list ends inside a name "
+			         "(%zu bytes); that name is ignored", (size_t)(end - p));
+			break;
+		}
+		size_t l = (size_t)(nul - p);
+		bool dup = false;
+		for (size_t i = 0; i < n && !dup; i++)
+			dup = strcmp(names[i], p) == 0;
+		if (l >= MAX_READERNAME)
+			/* It could not be stored whole, so it would never be found again: a
+			 * reader removed and added at each listing. */
+			pcsc_log(CALAIS_LOG_WARNING, "a service reader name of %zu bytes (%d at most) "
+			         "is ignored", l, MAX_READERNAME - 1);
+		else if (dup)
+			pcsc_log(CALAIS_LOG_WARNING, "the service lists a reader name twice; once "
+			         "is kept");
+		else if (n == max) {
+			pcsc_log(CALAIS_LOG_WARNING, "the service lists more than %zu readers; the "
+			         "rest are ignored", max);
+			break;
+		} else
+			names[n++] = p;
+		p = nul + 1;
+	}
+	return n;
+}
+
 /* Lists the service's readers and brings ours in step. pp->lock held. */
 static LONG sync_readers(struct pcsc_priv *pp)
 {
@@ -362,16 +397,17 @@ static LONG sync_readers(struct pcsc_priv *pp)
 	}
 	if (len > sizeof(buf))
 		len = sizeof(buf);
-	buf[sizeof(buf) - 1] = 0;
+	const char *names[MAX_SVC_READERS];
+	size_t n = calais__pcsc_names(buf, len, names, MAX_SVC_READERS);
 	for (size_t i = 0; i < pp->n_entries; i++)
 		pp->entries[i]->seen = false;
-	for (const char *p = buf; p < buf + len && *p; p += strlen(p) + 1) {
+	for (size_t k = 0; k < n; k++) {
 		bool known = false;
 		for (size_t i = 0; i < pp->n_entries && !known; i++)
-			if (strcmp(pp->entries[i]->name, p) == 0)
+			if (strcmp(pp->entries[i]->name, names[k]) == 0)
 				known = pp->entries[i]->seen = true;
 		if (!known)
-			add_entry(pp, p);
+			add_entry(pp, names[k]);
 	}
 	for (size_t i = pp->n_entries; i-- > 0;)
 		if (!pp->entries[i]->seen)

@@ -101,6 +101,13 @@ LONG calais__serial_send(struct calais__sreader *s, const uint8_t *b, size_t n,
  * silence. */
 bool calais__serial_late(struct calais__sreader *s);
 
+/* One declaration of CALAIS_SERIAL_READERS, "device:protocol[:model or options]" (the
+ * device path may hold colons): the device into dev (cap bytes), *proto one of
+ * "gemtwin", "phoenix", "smartmouse", *extra what follows it (NULL: nothing), pointing
+ * into dev. SCARD_E_INVALID_VALUE with a log line for anything else. */
+LONG calais__serial_parse_spec(const char *spec, char *dev, size_t cap, const char **proto,
+                               const char **extra);
+
 /* Phoenix (phoenix.c). Parses the options after "phoenix:" / "smartmouse:" ("cts",
  * "!dsr", "cd", "ri", "none", "khz=N", joined with '+'); SCARD_E_INVALID_VALUE with a
  * log line for anything else. */

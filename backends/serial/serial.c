@@ -470,8 +470,8 @@ static void synthesise(struct calais__sreader *s)
 
 /* "device:protocol[:model or options]": the device path may hold colons itself, so the
  * protocol is found from the right. */
-static LONG parse_spec(const char *spec, char *dev, size_t cap, const char **proto,
-                       const char **extra)
+LONG calais__serial_parse_spec(const char *spec, char *dev, size_t cap, const char **proto,
+                               const char **extra)
 {
 	static const char *const protocols[] = { "gemtwin", "phoenix", "smartmouse" };
 	if (strlen(spec) >= cap) {
@@ -503,11 +503,48 @@ static LONG parse_spec(const char *spec, char *dev, size_t cap, const char **pro
 	return SCARD_S_SUCCESS;
 }
 
+/* A declared reader, its port not opened yet: m NULL for Phoenix / Smartmouse (opts:
+ * their options). */
+static LONG new_reader(struct serial_priv *sp, const struct calais__gem_model *m, bool smartmouse,
+                       const char *path, const char *opts, struct calais__sreader **out)
+{
+	LONG rv;
+	struct calais__sreader *s = calloc(1, sizeof(*s));
+	if (!s)
+		return SCARD_E_NO_MEMORY;
+	s->sp = sp;
+	s->gem = m;
+	snprintf(s->path, sizeof(s->path), "%s", path);
+	if (!m) {
+		s->model_name = smartmouse ? "Smartmouse" : "Phoenix";
+		if ((rv = calais__phoenix_config(s, smartmouse, opts)) != SCARD_S_SUCCESS) {
+			free(s);
+			return rv;
+		}
+	} else {
+		s->model_name = m->name;
+		synthesise(s);
+		s->port.send = ser_send;
+		s->port.recv = ser_recv;
+	}
+	s->port.user = s;
+	s->port.name = s->path;
+	s->slot = (struct calais__ccid_slot){ .port = &s->port, .desc = &s->desc, .st = &s->st };
+	if (!m)
+		calais__phoenix_setup(s);
+	if (calais__ccid_port_init(&s->port, s->desc.max_message_length) != SCARD_S_SUCCESS) {
+		free(s);
+		return SCARD_E_NO_MEMORY;
+	}
+	*out = s;
+	return SCARD_S_SUCCESS;
+}
+
 static LONG declare(struct serial_priv *sp, const char *spec)
 {
 	char buf[256];
 	const char *proto, *extra;
-	LONG rv = parse_spec(spec, buf, sizeof(buf), &proto, &extra);
+	LONG rv = calais__serial_parse_spec(spec, buf, sizeof(buf), &proto, &extra);
 	if (rv != SCARD_S_SUCCESS)
 		return rv;
 	const struct calais__gem_model *m = NULL;
@@ -527,34 +564,10 @@ static LONG declare(struct serial_priv *sp, const char *spec)
 	}
 	if (sp->n == MAX_DECLARED)
 		return SCARD_E_NO_MEMORY;
-	struct calais__sreader *s = calloc(1, sizeof(*s));
-	if (!s)
-		return SCARD_E_NO_MEMORY;
-	s->sp = sp;
-	s->gem = m;
-	snprintf(s->path, sizeof(s->path), "%s", buf);
-	if (!m) {
-		bool smartmouse = strcmp(proto, "smartmouse") == 0;
-		s->model_name = smartmouse ? "Smartmouse" : "Phoenix";
-		if ((rv = calais__phoenix_config(s, smartmouse, extra)) != SCARD_S_SUCCESS) {
-			free(s);
-			return rv;
-		}
-	} else {
-		s->model_name = m->name;
-		synthesise(s);
-		s->port.send = ser_send;
-		s->port.recv = ser_recv;
-	}
-	s->port.user = s;
-	s->port.name = s->path;
-	s->slot = (struct calais__ccid_slot){ .port = &s->port, .desc = &s->desc, .st = &s->st };
-	if (!m)
-		calais__phoenix_setup(s);
-	if (calais__ccid_port_init(&s->port, s->desc.max_message_length) != SCARD_S_SUCCESS) {
-		free(s);
-		return SCARD_E_NO_MEMORY;
-	}
+	struct calais__sreader *s;
+	if ((rv = new_reader(sp, m, strcmp(proto, "smartmouse") == 0, buf, extra, &s)) !=
+	    SCARD_S_SUCCESS)
+		return rv;
 
 	struct calais_feature features[8];
 	size_t n_features = calais__ccid_features(&s->slot, features);

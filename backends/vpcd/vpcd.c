@@ -11,6 +11,7 @@
  * I/O, so a mute or silent card stalls only its own reader. Configuration:
  * CALAIS_VPCD=host:port (127.0.0.1:35963) and CALAIS_VPCD_READERS (2, at most 16). */
 #include "calais-internal.h"
+#include "vpcd-int.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -400,11 +401,10 @@ static bool parse_port(const char *p, unsigned long *out)
 	return true;
 }
 
-/* CALAIS_VPCD: "host:port", "[v6]:port", "host" or ":port". */
-static LONG parse_config(struct vpcd_priv *vp, unsigned long *port)
+LONG calais__vpcd_parse(const char *spec, const char *readers, char *host, size_t cap,
+                        unsigned long *port, unsigned *n_slots)
 {
-	const char *spec = calais__getenv("CALAIS_VPCD");
-	snprintf(vp->host, sizeof(vp->host), "%s", DEFAULT_HOST);
+	snprintf(host, cap, "%s", DEFAULT_HOST);
 	*port = DEFAULT_PORT;
 	if (spec && *spec) {
 		const char *h = spec, *p = NULL;
@@ -423,34 +423,46 @@ static LONG parse_config(struct vpcd_priv *vp, unsigned long *port)
 			hl = c ? (size_t)(c - spec) : strlen(spec);
 			p = c ? c + 1 : NULL;
 		}
-		if (hl >= sizeof(vp->host))
+		if (hl >= cap)
 			goto bad;
 		if (hl) {
-			memcpy(vp->host, h, hl);
-			vp->host[hl] = 0;
+			memcpy(host, h, hl);
+			host[hl] = 0;
 		}
 		if (p && !parse_port(p, port))
 			goto bad;
 	}
 
-	vp->n_slots = DEFAULT_READERS;
-	const char *n = calais__getenv("CALAIS_VPCD_READERS");
-	if (n && *n) {
+	*n_slots = DEFAULT_READERS;
+	if (readers && *readers) {
 		char *end;
-		unsigned long v = strtoul(n, &end, 10);
+		unsigned long v = strtoul(readers, &end, 10);
 		if (*end || v < 1 || v > MAX_READERS)
 			vpcd_log(CALAIS_LOG_WARNING,
 			         "CALAIS_VPCD_READERS=%s is not a reader count (1 to %u); %u "
 			         "readers",
-			         n, MAX_READERS, DEFAULT_READERS);
+			         readers, MAX_READERS, DEFAULT_READERS);
 		else
-			vp->n_slots = (unsigned)v;
+			*n_slots = (unsigned)v;
 	}
-	if (*port + vp->n_slots - 1 > 65535) {
+	if (*port + *n_slots - 1 > 65535) {
 		vpcd_log(CALAIS_LOG_ERROR, "ports %lu to %lu: beyond 65535", *port,
-		         *port + vp->n_slots - 1);
+		         *port + *n_slots - 1);
 		return SCARD_E_INVALID_VALUE;
 	}
+	return SCARD_S_SUCCESS;
+bad:
+	vpcd_log(CALAIS_LOG_ERROR, "CALAIS_VPCD=%s is not host:port; the backend is off", spec);
+	return SCARD_E_INVALID_VALUE;
+}
+
+/* CALAIS_VPCD and CALAIS_VPCD_READERS, then the host's address. */
+static LONG parse_config(struct vpcd_priv *vp, unsigned long *port)
+{
+	LONG rv = calais__vpcd_parse(calais__getenv("CALAIS_VPCD"), calais__getenv("CALAIS_VPCD_READERS"),
+	                             vp->host, sizeof(vp->host), port, &vp->n_slots);
+	if (rv != SCARD_S_SUCCESS)
+		return rv;
 
 	struct addrinfo hints = { .ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res = NULL;
@@ -473,9 +485,6 @@ static LONG parse_config(struct vpcd_priv *vp, unsigned long *port)
 	vp->addr_len = (socklen_t)ai->ai_addrlen;
 	freeaddrinfo(res);
 	return SCARD_S_SUCCESS;
-bad:
-	vpcd_log(CALAIS_LOG_ERROR, "CALAIS_VPCD=%s is not host:port; the backend is off", spec);
-	return SCARD_E_INVALID_VALUE;
 }
 
 /* ---- the event thread --------------------------------------------------------------- */

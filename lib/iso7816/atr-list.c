@@ -28,13 +28,20 @@ LONG calais_atr_lookup(const uint8_t *atr, size_t len, const char *path, char *b
 	if (!atr || !len || len > MAX_ATR_SIZE || !buf || !cap)
 		return SCARD_E_INVALID_PARAMETER;
 	buf[0] = '\0';
-	char hex[2 * MAX_ATR_SIZE + 1];
-	for (size_t i = 0; i < len; i++)
-		snprintf(hex + 2 * i, 3, "%02X", atr[i]);
-
 	FILE *f = fopen(path ? path : CALAIS_SMARTCARD_LIST, "r");
 	if (!f)
 		return SCARD_E_FILE_NOT_FOUND;
+	LONG rv = calais__atr_lookup_file(f, atr, len, buf, cap);
+	fclose(f);
+	return rv;
+}
+
+LONG calais__atr_lookup_file(FILE *f, const uint8_t *atr, size_t len, char *buf, size_t cap)
+{
+	buf[0] = '\0';
+	char hex[2 * MAX_ATR_SIZE + 1];
+	for (size_t i = 0; i < len; i++)
+		snprintf(hex + 2 * i, 3, "%02X", atr[i]);
 	char line[1024];
 	bool matched = false;
 	size_t out = 0;
@@ -62,6 +69,5 @@ LONG calais_atr_lookup(const uint8_t *atr, size_t len, const char *path, char *b
 			continue;
 		matched = pattern_matches(line, hex);
 	}
-	fclose(f);
 	return matched ? SCARD_S_SUCCESS : SCARD_E_UNKNOWN_CARD;
 }
