@@ -36,7 +36,7 @@ static void serial_readers(const char *list)
 		if (strcmp(proto, "gemtwin") != 0) {
 			struct calais__sreader *s = calloc(1, sizeof(*s));
 			if (!s)
-				return free(copy);
+				break;
 			snprintf(s->path, sizeof(s->path), "%s", dev);
 			if (calais__phoenix_config(s, strcmp(proto, "smartmouse") == 0, extra) ==
 			            SCARD_S_SUCCESS &&
