@@ -226,6 +226,10 @@ static LONG recv_msg(struct calais__ctaphid *c, uint32_t cid, uint8_t *cmd, uint
 
 static void sleep_cancellable(const struct calais__ctaphid *c, uint32_t ms)
 {
+	if (c->pause) {
+		c->pause(c, ms);
+		return;
+	}
 	uint64_t end = calais__now_ms() + ms;
 	while (calais__now_ms() < end && !(c->cancel && atomic_load(c->cancel)))
 		calais__sleep_us(CALAIS__HID_SLICE_MS * 1000u);

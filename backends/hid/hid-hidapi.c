@@ -10,6 +10,9 @@
 #include <wchar.h>
 
 #include <hidapi.h>
+#if defined(__APPLE__)
+#include <hidapi_darwin.h>
+#endif
 
 /* hidapi's strings are wchar_t (UTF-32 on Linux and macOS, UTF-16 on Windows): to UTF-8,
  * with anything broken as '?'. */
@@ -62,7 +65,14 @@ static char *dup(const char *p)
 
 static enum calais__hid_status h_init(void)
 {
-	return hid_init() == 0 ? CALAIS__HID_OK : CALAIS__HID_IO;
+	if (hid_init() != 0)
+		return CALAIS__HID_IO;
+#if defined(__APPLE__)
+	/* hidapi opens devices exclusively on macOS by default: the browsers and other
+	 * FIDO clients must still reach a key Calais has open. */
+	hid_darwin_set_open_exclusive(0);
+#endif
+	return CALAIS__HID_OK;
 }
 
 static void h_exit(void)

@@ -115,8 +115,11 @@ struct calais__ctaphid {
 	atomic_bool *cancel;  /* the reader's cancel flag */
 	uint32_t cid;         /* 0: no channel (allocate one before the next command) */
 	uint8_t version, major, minor, build, caps;
-	/* Fills n bytes with a fresh nonce; NULL: calais__random bytes from the clock. */
+	/* Fills n bytes with a fresh nonce; NULL: a per-process generator (hid-ctap.c). */
 	void (*nonce)(uint8_t *out, size_t n);
+	/* Waits ms before a busy channel is tried again; NULL: a sleep that ends early on
+	 * *cancel (the fuzz target passes one that returns at once). */
+	void (*pause)(const struct calais__ctaphid *c, uint32_t ms);
 	uint8_t msg[CALAIS__CTAPHID_MAX_MSG]; /* the last message received */
 	size_t msg_len;
 };
