@@ -11,16 +11,10 @@
  * the target traps when an answer overruns its buffer. */
 #include <stdlib.h>
 
-#include "hid.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define MAX_READS 256
+#include "hid-feed.h"
 
 struct feed {
-	const uint8_t *p;
-	size_t left;
-	unsigned reads;
+	struct hid_feed in; /* first: the device handle points at it */
 	struct calais__ctaphid *c;
 	bool init_pending; /* an INIT was written and not answered */
 };
@@ -58,13 +52,9 @@ static enum calais__hid_status f_read(struct calais__hid_dev *h, uint8_t *buf, s
 {
 	(void)timeout_ms;
 	struct feed *f = feed_of(h);
-	if (f->reads >= MAX_READS || f->left < 1 + CALAIS__HID_REPORT || cap < CALAIS__HID_REPORT)
+	int flags = hid_feed_next(&f->in, buf, cap);
+	if (flags < 0)
 		return CALAIS__HID_NO_DEVICE;
-	f->reads++;
-	uint8_t flags = f->p[0];
-	memcpy(buf, f->p + 1, CALAIS__HID_REPORT);
-	f->p += 1 + CALAIS__HID_REPORT;
-	f->left -= 1 + CALAIS__HID_REPORT;
 	if (flags & 1) {
 		uint32_t cid = f->c->cid ? f->c->cid : CALAIS__CTAPHID_BROADCAST;
 		buf[0] = (uint8_t)(cid >> 24);
@@ -111,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct calais__ctaphid c;
 	static struct calais__fido_card k;
-	struct feed f = { .p = data, .left = size, .c = &c };
+	struct feed f = { .in = { .p = data, .left = size }, .c = &c };
 	memset(&c, 0, sizeof(c));
 	memset(&k, 0, sizeof(k));
 	c.ops = &fake;

@@ -8,16 +8,10 @@
  * overruns its buffer or a successful one lacks its status word. */
 #include <stdlib.h>
 
-#include "hid.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define MAX_READS 256
+#include "hid-feed.h"
 
 struct feed {
-	const uint8_t *p;
-	size_t left;
-	unsigned reads;
+	struct hid_feed in; /* first: the device handle points at it */
 	unsigned seq; /* of the next report the host expects */
 };
 
@@ -35,13 +29,9 @@ static enum calais__hid_status f_read(struct calais__hid_dev *h, uint8_t *buf, s
 {
 	(void)timeout_ms;
 	struct feed *f = (struct feed *)h;
-	if (f->reads >= MAX_READS || f->left < 1 + CALAIS__HID_REPORT || cap < CALAIS__HID_REPORT)
+	int flags = hid_feed_next(&f->in, buf, cap);
+	if (flags < 0)
 		return CALAIS__HID_NO_DEVICE;
-	f->reads++;
-	uint8_t flags = f->p[0];
-	memcpy(buf, f->p + 1, CALAIS__HID_REPORT);
-	f->p += 1 + CALAIS__HID_REPORT;
-	f->left -= 1 + CALAIS__HID_REPORT;
 	if (flags & 1) {
 		buf[0] = 0x01;
 		buf[1] = 0x01;
@@ -62,7 +52,7 @@ static const struct calais__hid_ops fake = {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct feed f = { .p = data, .left = size };
+	struct feed f = { .in = { .p = data, .left = size } };
 	static uint8_t rx[65538];
 	static const size_t caps[3] = { 2, 300, sizeof(rx) };
 	static uint8_t apdu[5 + 255] = { 0xE0, 0x01, 0x00, 0x00, 255 };
