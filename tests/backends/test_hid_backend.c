@@ -765,3 +765,69 @@ Test(hid, ledger_wrong_sequence_and_configured_ids)
 	cr_assert_eq(rl, 102);
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
+
+/* ---- reset, and the transport's own commands ------------------------------------------ */
+
+Test(hid, a_reset_allocates_a_new_channel_and_deselects)
+{
+	hidsim_dev *d;
+	SCARDHANDLE h = selected(&d);
+	DWORD proto;
+	assert_rv(SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, SCARD_RESET_CARD, &proto),
+	          SCARD_S_SUCCESS);
+	struct hidsim_stats st;
+	hidsim_stats(d, &st);
+	cr_assert_eq(st.inits, 2);
+	expect(h, VERSION, sizeof(VERSION), NULL, 0, 0x6985);
+	select_fido(h, "U2F_V2");
+	expect(h, VERSION, sizeof(VERSION), "U2F_V2", 6, 0x9000);
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+}
+
+/* PING (a long one, several packets each way) and WINK straight on the CTAPHID layer, on
+ * a handle of the test's own (the manager stopped: nothing else reads the device). */
+Test(hid, ping_and_wink_on_the_transport)
+{
+	calais_shutdown();
+	struct hidsim_cfg k = key(0x05);
+	hidsim_dev *d = hidsim_add(&k);
+	static struct calais__ctaphid c;
+	memset(&c, 0, sizeof(c));
+	c.ops = calais__hid_transport;
+	c.name = "ping test";
+	cr_assert_eq(c.ops->open(k.path, &c.h), CALAIS__HID_OK);
+	uint8_t data[300];
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i * 13);
+	uint8_t rc, st;
+	assert_rv(calais__ctaphid_call(&c, CALAIS__CTAPHID_PING, data, sizeof(data),
+	                               CALAIS__CTAPHID_KA_WAIT, &rc, &st, calais__now_ms() + 5000),
+	          SCARD_S_SUCCESS);
+	cr_assert_eq(rc, CALAIS__CTAPHID_PING);
+	cr_assert_eq(c.msg_len, sizeof(data));
+	cr_assert_arr_eq(c.msg, data, sizeof(data));
+	cr_assert_eq(c.caps, 0x05);
+	cr_assert_eq(c.version, 2);
+	assert_rv(calais__ctaphid_call(&c, CALAIS__CTAPHID_WINK, NULL, 0, CALAIS__CTAPHID_KA_WAIT,
+	                               &rc, &st, calais__now_ms() + 5000),
+	          SCARD_S_SUCCESS);
+	cr_assert_eq(c.msg_len, 0);
+	/* Over the largest message: refused before anything is sent. */
+	static uint8_t big[CALAIS__CTAPHID_MAX_MSG + 1];
+	assert_rv(calais__ctaphid_call(&c, CALAIS__CTAPHID_PING, big, sizeof(big),
+	                               CALAIS__CTAPHID_KA_WAIT, &rc, &st, calais__now_ms() + 5000),
+	          SCARD_E_INVALID_PARAMETER);
+	/* The largest one goes through whole. */
+	for (size_t i = 0; i < CALAIS__CTAPHID_MAX_MSG; i++)
+		big[i] = (uint8_t)(i ^ (i >> 8));
+	assert_rv(calais__ctaphid_call(&c, CALAIS__CTAPHID_PING, big, CALAIS__CTAPHID_MAX_MSG,
+	                               CALAIS__CTAPHID_KA_WAIT, &rc, &st, calais__now_ms() + 5000),
+	          SCARD_S_SUCCESS);
+	cr_assert_eq(c.msg_len, CALAIS__CTAPHID_MAX_MSG);
+	cr_assert_arr_eq(c.msg, big, CALAIS__CTAPHID_MAX_MSG);
+	struct hidsim_stats s;
+	hidsim_stats(d, &s);
+	cr_assert_eq(s.pings, 2);
+	cr_assert_eq(s.winks, 1);
+	c.ops->close(c.h);
+}
