@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* Simulated HID devices at the HID backend's seam (backends/hid/hid.h): FIDO
- * authenticators speaking CTAPHID (INIT, PING, WINK, MSG with a small U2F model, CBOR with
- * keepalives, CANCEL) and Ledger devices speaking its APDU framing, each with faults
- * injected into what it sends. Test-only; one simulated bus per process. */
+ * authenticators (the virtual authenticator of tests/hid/vauth.c: CTAPHID, a small U2F
+ * model, CBOR with keepalives) and Ledger devices speaking its APDU framing, each with
+ * faults injected into what it sends. Test-only; one simulated bus per process. */
 #ifndef CALAIS_TEST_HIDSIM_H
 #define CALAIS_TEST_HIDSIM_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "vauth.h"
 
 struct hidsim_cfg {
 	const char *path;       /* unique per device */
@@ -21,29 +23,32 @@ struct hidsim_cfg {
 	bool deny_open;         /* open() fails: permission denied */
 };
 
+/* The CTAPHID faults are the virtual authenticator's (tests/hid/vauth.h); two more for
+ * the Ledger framing. */
 enum hidsim_fault {
-	HS_NONE,
-	HS_SILENT,          /* nothing is ever answered */
-	HS_SILENT_COMMANDS, /* INIT is answered, nothing else */
-	HS_WRONG_CHANNEL,   /* every answer goes to another channel */
-	HS_OTHER_CHANNEL_FIRST, /* a stray message on another channel, then the answer */
-	HS_WRONG_NONCE,     /* INIT answers echo another nonce */
-	HS_OTHER_NONCE_FIRST, /* an INIT answer with another nonce, then the right one */
-	HS_BAD_SEQ,         /* the answer's first continuation has sequence 1 */
-	HS_OVERLONG,        /* the answer announces 7610 bytes */
-	HS_KEEPALIVE_FOREVER, /* keepalives every 50 ms, never an answer */
-	HS_ERROR,           /* the next command gets ERROR (fault_arg) */
-	HS_BUSY,            /* the next fault_arg commands get ERROR 06 (channel busy) */
-	HS_INVALID_CHANNEL, /* the next command gets ERROR 0B (the device forgot channels) */
-	HS_UNPLUG_MID,      /* the answer's first packet, then the device is gone */
-	HS_NEW_MSG_MID,     /* a new message start in place of the answer's continuation */
-	HS_TRUNCATED,       /* the answer's first packet only */
-	HS_STRAY_CONT,      /* a continuation packet before the answer */
-	HS_LEDGER_BAD_TAG,  /* Ledger: the answer's tag is 0x06 */
+	HS_NONE = VA_NONE,
+	HS_SILENT = VA_SILENT,
+	HS_SILENT_COMMANDS = VA_SILENT_COMMANDS,
+	HS_WRONG_CHANNEL = VA_WRONG_CHANNEL,
+	HS_OTHER_CHANNEL_FIRST = VA_OTHER_CHANNEL_FIRST,
+	HS_WRONG_NONCE = VA_WRONG_NONCE,
+	HS_OTHER_NONCE_FIRST = VA_OTHER_NONCE_FIRST,
+	HS_BAD_SEQ = VA_BAD_SEQ,
+	HS_OVERLONG = VA_OVERLONG,
+	HS_KEEPALIVE_FOREVER = VA_KEEPALIVE_FOREVER,
+	HS_ERROR = VA_ERROR,
+	HS_BUSY = VA_BUSY,
+	HS_INVALID_CHANNEL = VA_INVALID_CHANNEL,
+	HS_UNPLUG_MID = VA_UNPLUG_MID,
+	HS_NEW_MSG_MID = VA_NEW_MSG_MID,
+	HS_TRUNCATED = VA_TRUNCATED,
+	HS_STRAY_CONT = VA_STRAY_CONT,
+	HS_LEDGER_BAD_TAG = VA_FAULTS, /* Ledger: the answer's tag is 0x06 */
 	HS_LEDGER_BAD_SEQ,  /* Ledger: the answer's second report has sequence 2 */
 };
 
-/* What a device saw. */
+
+/* What a device saw: its authenticator's counts, or the Ledger model's. */
 struct hidsim_stats {
 	unsigned inits, cancels, msgs, cbors, pings, winks, ledger_apdus;
 	unsigned opens, closes;
@@ -69,10 +74,10 @@ void hidsim_stats(hidsim_dev *d, struct hidsim_stats *out);
 /* Handles open now, over every device. */
 unsigned hidsim_open_handles(void);
 
-/* The answers the model gives. U2F: VERSION "U2F_V2"; REGISTER (INS 01) 1000 bytes
+/* The answers the models give. U2F: VERSION "U2F_V2"; REGISTER (INS 01) 1000 bytes
  * i & 0xFF; AUTHENTICATE (INS 02) its data back; every answer ends with 90 00. CBOR:
- * command 0x04 (getInfo) 00 A1 01 81 68 "FIDO_2_0"; anything else 00 then the request's
- * bytes (so long messages come back whole). Ledger: 90 00 after the APDU's data. */
-#define HIDSIM_REGISTER_LEN 1000u
+ * command 0x04 (getInfo) vauth_get_info; anything else 00 then the request's bytes (so
+ * long messages come back whole). Ledger: the APDU's data after its header, then 90 00. */
+#define HIDSIM_REGISTER_LEN VAUTH_REGISTER_LEN
 
 #endif
