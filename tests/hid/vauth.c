@@ -90,9 +90,10 @@ static void u2f(struct vauth *v, uint32_t cid, const uint8_t *m, size_t n, uint6
 	v->st.msgs++;
 	memcpy(v->st.last_msg, m, n);
 	v->st.last_msg_len = n;
-	/* Extended form: CLA INS P1 P2 00 [Lc1 Lc2 data] Le1 Le2. */
+	/* Extended form: CLA INS P1 P2 00 [Lc1 Lc2 data] Le1 Le2; python-fido2 sends an empty
+	 * body as Lc 00 00 (nine bytes), ISO 7816-4 as none (seven): both are taken. */
 	size_t lc = n >= 9 ? (size_t)m[5] << 8 | m[6] : 0;
-	if (n < 7 || m[4] != 0 || (lc && n != 9 + lc) || (!lc && n != 7)) {
+	if (n < 7 || m[4] != 0 || (n != 7 && n != 9 + lc)) {
 		out[0] = 0x67;
 		out[1] = 0x00;
 		len = 2;
@@ -174,6 +175,11 @@ static void handle_msg(struct vauth *v, uint32_t cid, uint8_t cmd, const uint8_t
 	}
 	if (cmd == 0x91) {
 		v->st.cancels++;
+		/* A CBOR command stopped answers CTAP2_ERR_KEEPALIVE_CANCEL, as real keys do. */
+		if (v->ka_forever && v->ka_cmd == 0x90 && v->ka_cid == cid) {
+			static const uint8_t cancelled = 0x2D;
+			send_msg(v, cid, 0x90, &cancelled, 1, now, false);
+		}
 		v->ka_forever = false;
 		return;
 	}
@@ -210,6 +216,7 @@ static void handle_msg(struct vauth *v, uint32_t cid, uint8_t cmd, const uint8_t
 	if (v->fault == VA_KEEPALIVE_FOREVER) {
 		v->ka_forever = true;
 		v->ka_cid = cid;
+		v->ka_cmd = cmd;
 		v->ka_next = now;
 		return;
 	}

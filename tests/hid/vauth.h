@@ -70,6 +70,7 @@ struct vauth {
 	size_t q_head, q_n;
 	bool ka_forever;
 	uint32_t ka_cid;
+	uint8_t ka_cmd;
 	uint64_t ka_next;
 };
 
