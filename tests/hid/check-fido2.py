@@ -11,18 +11,14 @@ import subprocess
 import sys
 import threading
 
-try:
-    from fido2.ctap import CtapError, STATUS
-    from fido2.ctap1 import Ctap1
-    from fido2.ctap2 import Ctap2
-    from fido2.hid import CAPABILITY, CTAPHID, CtapHidDevice
-    from fido2.hid.base import CtapHidConnection, HidDescriptor
-except ImportError as e:
-    print("skipped: python-fido2 not available (%s)" % e)
-    sys.exit(77)
+from fido2check import check, finish  # first: it skips without python-fido2
+from fido2.ctap import CtapError, STATUS
+from fido2.ctap1 import Ctap1
+from fido2.ctap2 import Ctap2
+from fido2.hid import CAPABILITY, CTAPHID, CtapHidDevice
+from fido2.hid.base import CtapHidConnection, HidDescriptor
 
 VAUTH = sys.argv[1]
-failures = []
 
 
 class PipeConnection(CtapHidConnection):
@@ -57,12 +53,6 @@ class PipeConnection(CtapHidConnection):
 def device(*args):
     return CtapHidDevice(HidDescriptor("vauth", 0x1050, 0x0407, 64, 64),
                          PipeConnection(*args))
-
-
-def check(name, cond, detail=""):
-    print("%s %s%s" % ("ok  " if cond else "FAIL", name, (": " + detail) if detail else ""))
-    if not cond:
-        failures.append(name)
 
 
 def main():
@@ -107,8 +97,7 @@ def main():
     check("cancel answered with KEEPALIVE_CANCEL", resp == b"\x2d", resp.hex())
     dev.close()
 
-    print("%d failure(s)" % len(failures))
-    return 1 if failures else 0
+    finish()
 
 
-sys.exit(main())
+main()
