@@ -155,7 +155,7 @@ Test(hid, fido_keys_listed_by_usage_page_with_their_interface_word)
 	                         .usage_page = 0x0001, .usage = 0x0006, .product = "Keyboard" };
 	hidsim_add(&kb);
 	struct hidsim_cfg k = key(0x05);
-	hidsim_add(&k);
+	hidsim_dev *yd = hidsim_add(&k);
 	struct hidsim_cfg anon = { .path = "/dev/hidraw2", .vid = 0x1209, .pid = 0x5070,
 	                           .caps = 0x05 };
 	hidsim_add(&anon);
@@ -169,6 +169,10 @@ Test(hid, fido_keys_listed_by_usage_page_with_their_interface_word)
 	cr_assert_str_eq(other, "HID FIDO 1209:5070 [FIDO] 00 00");
 	usleep(200000); /* several rescans: nothing changes for known devices */
 	cr_assert_eq(bt_list(ctx, 0, NULL), 2);
+	struct hidsim_stats st;
+	hidsim_stats(yd, &st);
+	cr_assert_eq(st.opens, 1, "a known device is not opened again");
+	cr_assert_eq(st.inits, 1, "nor talked to");
 }
 
 Test(hid, card_is_present_with_the_documented_atr)
@@ -644,8 +648,21 @@ Test(hid, hotplug_arrival_and_removal_wake_a_pnp_waiter)
 	cr_assert_eq(st.inits, 1);
 }
 
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char log_seen[4096];
+
+static void keep_log(enum calais_log_level level, const char *domain, const char *line,
+                     void *user)
+{
+	pthread_mutex_lock(&log_lock);
+	if (strstr(line, "cannot open"))
+		snprintf(log_seen, sizeof(log_seen), "%s: %s", domain, line);
+	pthread_mutex_unlock(&log_lock);
+}
+
 Test(hid, a_device_that_cannot_be_opened_is_listed_unavailable)
 {
+	calais_log_set(CALAIS_LOG_WARNING, keep_log, NULL);
 	struct hidsim_cfg k = key(0x05);
 	k.deny_open = true;
 	hidsim_dev *d = hidsim_add(&k);
@@ -656,12 +673,18 @@ Test(hid, a_device_that_cannot_be_opened_is_listed_unavailable)
 	DWORD proto;
 	cr_assert_neq(SCardConnect(ctx, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, &h, &proto),
 	              SCARD_S_SUCCESS);
+	pthread_mutex_lock(&log_lock);
+	cr_assert(strstr(log_seen, "hid: ") && strstr(log_seen, "/dev/hidraw0") &&
+	          strstr(log_seen, "permission") && strstr(log_seen, "udev rule"),
+	          "the warning says why: \"%s\"", log_seen);
+	pthread_mutex_unlock(&log_lock);
 	hidsim_allow_open(d);
 	bt_wait_state(ctx, name, SCARD_STATE_PRESENT);
 	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, &h, &proto),
 	          SCARD_S_SUCCESS);
 	select_fido(h, "U2F_V2");
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
+	calais_log_set(CALAIS_LOG_NONE, NULL, NULL);
 }
 
 /* ---- Ledger ----------------------------------------------------------------------------- */
