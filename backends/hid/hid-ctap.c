@@ -246,14 +246,17 @@ LONG calais__ctaphid_open(struct calais__ctaphid *c, uint64_t deadline_ms)
 		                   sizeof(nonce));
 		if (rv != SCARD_S_SUCCESS)
 			return rv;
-		uint64_t first = min64(calais__now_ms() + CALAIS__CTAPHID_ANSWER_MS, deadline_ms);
+		uint64_t sent = calais__now_ms();
+		uint64_t first = min64(sent + CALAIS__CTAPHID_ANSWER_MS, deadline_ms);
 		bool busy = false;
+		unsigned dropped = 0;
 		for (;;) {
 			uint8_t cmd;
 			rv = recv_msg(c, CALAIS__CTAPHID_BROADCAST, &cmd, first, deadline_ms);
 			if (rv == SCARD_E_TIMEOUT) {
-				hid_warn("%s: no answer to CTAPHID_INIT within %u ms", c->name,
-				         (unsigned)(calais__now_ms() + CALAIS__CTAPHID_ANSWER_MS - first));
+				hid_warn("%s: no answer to CTAPHID_INIT with our nonce within %u ms "
+				         "(%u other broadcast message(s) dropped)", c->name,
+				         (unsigned)(first > sent ? first - sent : 0), dropped);
 				return SCARD_W_UNRESPONSIVE_CARD;
 			}
 			if (rv != SCARD_S_SUCCESS)
@@ -268,6 +271,7 @@ LONG calais__ctaphid_open(struct calais__ctaphid *c, uint64_t deadline_ms)
 				 * gave up on: not ours. */
 				hid_dbg("%s: broadcast message 0x%02X (%zu bytes) without our nonce "
 				        "dropped", c->name, cmd, c->msg_len);
+				dropped++;
 				continue;
 			}
 			uint32_t cid = be32(c->msg + 8);
