@@ -53,6 +53,10 @@ static bool parse(const uint8_t *tx, size_t n, struct apdu *a)
 		}
 		return false;
 	}
+	/* Extended: 00 then two length bytes at least (six bytes is a short Lc of 0, which
+	 * ISO 7816-4 does not allow). */
+	if (n < 7)
+		return false;
 	a->extended = true;
 	if (n == 7) {
 		a->le = (size_t)tx[5] << 8 | tx[6];

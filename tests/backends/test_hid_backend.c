@@ -225,6 +225,10 @@ Test(hid, commands_before_select_and_other_aids)
 	expect(h, cla, sizeof(cla), NULL, 0, 0x6E00);
 	static const uint8_t bad[] = { 0x00, 0x03, 0x00 };
 	expect(h, bad, sizeof(bad), NULL, 0, 0x6700);
+	/* Six bytes with a 0 fifth: neither short nor extended (found by fuzz_fido_apdu, which
+	 * read past such a command's end). */
+	static const uint8_t six[] = { 0x00, 0x03, 0x00, 0x00, 0x00, 0x00 };
+	expect(h, six, sizeof(six), NULL, 0, 0x6700);
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
 
@@ -851,4 +855,58 @@ Test(hid, ping_and_wink_on_the_transport)
 	cr_assert_eq(s.pings, 2);
 	cr_assert_eq(s.winks, 1);
 	c.ops->close(c.h);
+}
+
+/* ---- isolation ------------------------------------------------------------------------------ */
+
+/* A key stuck in an exchange (keepalives for ever) holds up no other key: another one's
+ * exchange is answered at once, and a key plugged meanwhile is listed. The bounds are
+ * stretched under valgrind. */
+Test(hid, a_stuck_key_holds_up_no_other)
+{
+	long slow = getenv("CALAIS_TEST_UNDER_VALGRIND") ? 20 : 1;
+	struct hidsim_cfg k1 = key(0x05), k2 = key(0x05), k3 = key(0x05);
+	k2.path = "/dev/hidraw7";
+	k2.serial = "777";
+	k3.path = "/dev/hidraw8";
+	k3.serial = "888";
+	hidsim_dev *d1 = hidsim_add(&k1);
+	hidsim_add(&k2);
+	cr_assert_eq(bt_wait_readers(ctx, 2, NULL), 2);
+	char a[MAX_READERNAME], b[MAX_READERNAME];
+	bt_list(ctx, 0, a);
+	bt_list(ctx, 1, b);
+	const char *n1 = strstr(a, "(12345)") ? a : b, *n2 = n1 == a ? b : a;
+	SCARDHANDLE h[2];
+	DWORD proto;
+	const char *names[2] = { n1, n2 };
+	for (int i = 0; i < 2; i++) {
+		bt_wait_state(ctx, names[i], SCARD_STATE_PRESENT);
+		assert_rv(SCardConnect(ctx, names[i], SCARD_SHARE_SHARED, SCARD_PROTOCOL_T1, &h[i],
+		                       &proto),
+		          SCARD_S_SUCCESS);
+		select_fido(h[i], "U2F_V2");
+	}
+	hidsim_fault(d1, HS_KEEPALIVE_FOREVER, 0);
+	struct bg stuck = { .h = h[0] };
+	pthread_t t;
+	pthread_create(&t, NULL, bg_version, &stuck);
+	usleep(200000);
+	long t0 = bt_now_ms();
+	expect(h[1], VERSION, sizeof(VERSION), "U2F_V2", 6, 0x9000);
+	long dt = bt_now_ms() - t0;
+	cr_assert_lt(dt, 200 * slow, "the other key's exchange took %ld ms", dt);
+	hidsim_add(&k3);
+	t0 = bt_now_ms();
+	cr_assert_eq(bt_wait_readers(ctx, 3, NULL), 3);
+	dt = bt_now_ms() - t0;
+	cr_assert_lt(dt, 1000 * slow, "a new key listed after %ld ms", dt);
+	/* The stuck exchange ends when its key leaves. */
+	hidsim_unplug(d1);
+	pthread_join(t, NULL);
+	cr_assert(stuck.rv == SCARD_E_READER_UNAVAILABLE || stuck.rv == SCARD_W_REMOVED_CARD,
+	          "%s", err(stuck.rv));
+	cr_assert_lt(stuck.ms, 2000 * slow);
+	SCardDisconnect(h[0], SCARD_LEAVE_CARD);
+	SCardDisconnect(h[1], SCARD_LEAVE_CARD);
 }
