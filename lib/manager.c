@@ -47,8 +47,8 @@ static const struct {
 	{ &calais__backend_serial, true },
 #endif
 #if defined(CALAIS_HAVE_HID)
-	/* Asked for only: it would open every FIDO key of the machine (macOS opens HID
-	 * devices exclusively) and talk to it at start-up. */
+	/* Asked for only: it would open every FIDO key of the machine and talk to each at
+	 * start-up. */
 	{ &calais__backend_hid, false },
 #endif
 #if defined(CALAIS_HAVE_VPCD)
