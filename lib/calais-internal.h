@@ -369,5 +369,6 @@ extern const struct calais_backend calais__backend_ccid;
 extern const struct calais_backend calais__backend_pcsc;
 extern const struct calais_backend calais__backend_vpcd;
 extern const struct calais_backend calais__backend_serial;
+extern const struct calais_backend calais__backend_hid;
 
 #endif /* CALAIS_INTERNAL_H */

@@ -47,6 +47,11 @@ static const struct {
 	/* Declared readers only (CALAIS_SERIAL_READERS): nothing to do without them. */
 	{ &calais__backend_serial, true },
 #endif
+#if defined(CALAIS_HAVE_HID)
+	/* Asked for only: it would open every FIDO key of the machine and talk to each at
+	 * start-up. */
+	{ &calais__backend_hid, false },
+#endif
 #if defined(CALAIS_HAVE_VPCD)
 	/* Asked for only: it opens TCP ports. */
 	{ &calais__backend_vpcd, false },

@@ -112,6 +112,12 @@ struct calais_config {
 	 *  their own protocol waits by it too.
 	 *  Since 0.2, `CALAIS_VERSION >= CALAIS_MAKE_VERSION(0, 2, 0)`. */
 	uint32_t exchange_timeout_ms;
+	/** The HID backend (`hid`): which devices become readers, a comma-separated list of
+	 *  "fido" (FIDO authenticators, usage page 0xF1D0), "ledger" (Ledger devices, vendor
+	 *  0x2C97) and "ledger=VVVV[:PPPP]" (the Ledger APDU framing on other hexadecimal
+	 *  vendor and product ids); NULL: $CALAIS_HID, else "fido". Read at start.
+	 *  Since 0.2, `CALAIS_VERSION >= CALAIS_MAKE_VERSION(0, 2, 0)`. */
+	const char *hid_devices;
 };
 
 /** Fills @p cfg with the defaults (all zero). */

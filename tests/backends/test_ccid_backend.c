@@ -15,6 +15,7 @@
 #include <calais/calais.h>
 
 #include "backend-test.h"
+#include "readers-test.h"
 
 #include "ccidsim.h"
 #include "ccid.h"
@@ -89,44 +90,6 @@ static struct ccidsim_card card_t1_crc(void)
 	return c;
 }
 
-/* Number of readers and the name of the one at `index`. */
-static unsigned list(unsigned index, char *name)
-{
-	char buf[4096];
-	DWORD len = sizeof(buf);
-	LONG rv = SCardListReaders(ctx, NULL, buf, &len);
-	if (rv == SCARD_E_NO_READERS_AVAILABLE)
-		return 0;
-	assert_rv(rv, SCARD_S_SUCCESS);
-	unsigned n = 0;
-	for (const char *p = buf; *p; p += strlen(p) + 1, n++)
-		if (n == index && name)
-			strcpy(name, p);
-	return n;
-}
-
-/* Waits (up to 2 s) for the backend's rescan to list n readers; the name of the first. */
-static unsigned wait_readers(unsigned n, char *name)
-{
-	for (int i = 0; i < 200 && list(0, NULL) != n; i++)
-		usleep(10000);
-	return list(0, name);
-}
-
-static void wait_state(const char *name, DWORD bit)
-{
-	SCARD_READERSTATE rs = { .szReader = name, .dwCurrentState = SCARD_STATE_UNAWARE };
-	for (int i = 0; i < 50; i++) {
-		LONG rv = SCardGetStatusChange(ctx, 100, &rs, 1);
-		cr_assert(rv == SCARD_S_SUCCESS || rv == SCARD_E_TIMEOUT, "%s", err(rv));
-		if (rs.dwEventState & bit)
-			return;
-		rs.dwCurrentState = rs.dwEventState;
-	}
-	cr_assert_fail("\"%s\" never reached state 0x%lX (0x%lX)", name, (unsigned long)bit,
-	        (unsigned long)rs.dwEventState);
-}
-
 /* A one-slot reader with a card, connected; returns the handle. */
 static SCARDHANDLE reader_with_card(const struct ccidsim_cfg *cfg, const struct ccidsim_card *card,
                                     ccidsim_dev **out, char *name)
@@ -136,8 +99,8 @@ static SCARDHANDLE reader_with_card(const struct ccidsim_cfg *cfg, const struct 
 	char local[MAX_READERNAME];
 	if (!name)
 		name = local;
-	cr_assert_eq(wait_readers(1, name), 1);
-	wait_state(name, SCARD_STATE_PRESENT);
+	cr_assert_eq(bt_wait_readers(ctx, 1, name), 1);
+	bt_wait_state(ctx, name, SCARD_STATE_PRESENT);
 	SCARDHANDLE h;
 	DWORD proto;
 	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
@@ -226,8 +189,8 @@ Test(ccid, names_slots_and_attributes)
 	                           .features = LVL_SHORT | AUTO, .max_msg = 271 };
 	ccidsim_add(&cfg);
 	char a[MAX_READERNAME], b[MAX_READERNAME];
-	cr_assert_eq(wait_readers(2, a), 2);
-	list(1, b);
+	cr_assert_eq(bt_wait_readers(ctx, 2, a), 2);
+	bt_list(ctx, 1, b);
 	const char *x = strcmp(a, b) < 0 ? a : b, *y = x == a ? b : a;
 	cr_assert_str_eq(x, "ACME Dual Reader [Contact] (SN42) 00 00");
 	cr_assert_str_eq(y, "ACME Dual Reader [Contact] (SN42) 00 01");
@@ -260,7 +223,7 @@ Test(ccid, vendor_class_and_descriptor_on_endpoint)
 	struct ccidsim_cfg cfg = { .iface_class = 0xFF, .desc_on_endpoint = true, .intr = true,
 	                           .features = LVL_SHORT | AUTO };
 	ccidsim_add(&cfg);
-	cr_assert_eq(wait_readers(1, NULL), 1);
+	cr_assert_eq(bt_wait_readers(ctx, 1, NULL), 1);
 }
 
 Test(ccid, short_apdu_level)
@@ -382,7 +345,7 @@ Test(ccid, t1_crc_card_at_tpdu_and_character_level)
 		check_echo(h, 70);
 		SCardDisconnect(h, SCARD_LEAVE_CARD);
 		ccidsim_unplug(d);
-		cr_assert_eq(wait_readers(0, NULL), 0);
+		cr_assert_eq(bt_wait_readers(ctx, 0, NULL), 0);
 	}
 }
 
@@ -425,7 +388,7 @@ static void movement(bool intr)
 	struct ccidsim_cfg cfg = { .intr = intr, .features = LVL_SHORT | AUTO };
 	ccidsim_dev *d = ccidsim_add(&cfg);
 	char name[MAX_READERNAME];
-	cr_assert_eq(wait_readers(1, name), 1);
+	cr_assert_eq(bt_wait_readers(ctx, 1, name), 1);
 	SCARD_READERSTATE rs = { .szReader = name, .dwCurrentState = SCARD_STATE_UNAWARE };
 	assert_rv(SCardGetStatusChange(ctx, 0, &rs, 1), SCARD_S_SUCCESS);
 	cr_assert(rs.dwEventState & SCARD_STATE_EMPTY);
@@ -463,18 +426,18 @@ Test(ccid, hotplug_arrival_and_removal)
 	assert_rv(SCardGetStatusChange(ctx, 5000, &pnp, 1), SCARD_S_SUCCESS);
 	pnp.dwCurrentState = pnp.dwEventState;
 	char name[MAX_READERNAME];
-	cr_assert_eq(wait_readers(1, name), 1);
+	cr_assert_eq(bt_wait_readers(ctx, 1, name), 1);
 
 	struct ccidsim_card c = card_t0();
 	ccidsim_insert(d, 0, &c);
-	wait_state(name, SCARD_STATE_PRESENT);
+	bt_wait_state(ctx, name, SCARD_STATE_PRESENT);
 	SCARDHANDLE h;
 	DWORD proto;
 	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0, &h, &proto),
 	          SCARD_S_SUCCESS);
 	ccidsim_unplug(d);
 	assert_rv(SCardGetStatusChange(ctx, 5000, &pnp, 1), SCARD_S_SUCCESS);
-	cr_assert_eq(wait_readers(0, NULL), 0);
+	cr_assert_eq(bt_wait_readers(ctx, 0, NULL), 0);
 	uint8_t apdu[] = { 0x00, 0xA4, 0x04, 0x00 }, resp[8];
 	DWORD rl = sizeof(resp);
 	LONG rv = SCardTransmit(h, SCARD_PCI_T0, apdu, 4, NULL, resp, &rl);
@@ -489,7 +452,7 @@ Test(ccid, interface_held_by_another_process)
 	struct ccidsim_card c = card_t0();
 	ccidsim_insert(d, 0, &c);
 	char name[MAX_READERNAME];
-	cr_assert_eq(wait_readers(1, name), 1, "a busy reader is still listed");
+	cr_assert_eq(bt_wait_readers(ctx, 1, name), 1, "a busy reader is still listed");
 	SCARDHANDLE h;
 	DWORD proto;
 	SCARD_READERSTATE rs = { .szReader = name };
@@ -499,7 +462,7 @@ Test(ccid, interface_held_by_another_process)
 	          SCARD_E_SHARING_VIOLATION);
 	ccidsim_set_busy(d, false);
 	/* The backend claims it again on its next scan and reports the card. */
-	wait_state(name, SCARD_STATE_PRESENT);
+	bt_wait_state(ctx, name, SCARD_STATE_PRESENT);
 	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0, &h, &proto),
 	          SCARD_S_SUCCESS);
 	select_ok(h, SCARD_S_SUCCESS);
@@ -512,7 +475,7 @@ Test(ccid, direct_connection_to_a_held_interface_is_a_sharing_violation)
 	                           .pin_support = 3 };
 	ccidsim_add(&cfg);
 	char name[MAX_READERNAME];
-	cr_assert_eq(wait_readers(1, name), 1);
+	cr_assert_eq(bt_wait_readers(ctx, 1, name), 1);
 	SCARDHANDLE h;
 	DWORD proto;
 	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_DIRECT, 0, &h, &proto), SCARD_S_SUCCESS);
@@ -532,8 +495,8 @@ Test(ccid, mute_card_after_each_voltage)
 	c.mute = true;
 	ccidsim_insert(d, 0, &c);
 	char name[MAX_READERNAME];
-	cr_assert_eq(wait_readers(1, name), 1);
-	wait_state(name, SCARD_STATE_MUTE);
+	cr_assert_eq(bt_wait_readers(ctx, 1, name), 1);
+	bt_wait_state(ctx, name, SCARD_STATE_MUTE);
 	unsigned ons = ccidsim_stats(d).commands[0x62];
 	cr_assert_eq(ons, 3, "1.8 V, 3 V and 5 V tried: %u power-ons", ons);
 	SCARDHANDLE h;
@@ -635,7 +598,7 @@ Test(ccid, secure_verify_over_t1_blocks_checks_the_answer_block)
 		check_source(h, 300);
 		SCardDisconnect(h, SCARD_LEAVE_CARD);
 		ccidsim_unplug(d);
-		cr_assert_eq(wait_readers(0, NULL), 0);
+		cr_assert_eq(bt_wait_readers(ctx, 0, NULL), 0);
 	}
 }
 
@@ -651,7 +614,7 @@ Test(ccid, escape_when_enabled)
 	struct ccidsim_cfg cfg = { .intr = true, .features = LVL_SHORT | AUTO };
 	ccidsim_add(&cfg);
 	char name[MAX_READERNAME];
-	cr_assert_eq(wait_readers(1, name), 1);
+	cr_assert_eq(bt_wait_readers(ctx, 1, name), 1);
 	SCARDHANDLE h;
 	DWORD proto, ol;
 	assert_rv(SCardConnect(ctx, name, SCARD_SHARE_DIRECT, 0, &h, &proto), SCARD_S_SUCCESS);
@@ -817,9 +780,9 @@ Test(ccid, fault_device_gone_mid_transfer)
 	ccidsim_fault(d, CS_GONE, 1);
 	select_ok(h, SCARD_E_READER_UNAVAILABLE);
 	SCARD_READERSTATE rs = { .szReader = name, .dwCurrentState = SCARD_STATE_PRESENT };
-	for (int i = 0; i < 50 && list(0, NULL) != 0; i++)
+	for (int i = 0; i < 50 && bt_list(ctx, 0, NULL) != 0; i++)
 		usleep(20000);
-	cr_assert_eq(list(0, NULL), 0, "the reader is removed");
+	cr_assert_eq(bt_list(ctx, 0, NULL), 0, "the reader is removed");
 	(void)rs;
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
