@@ -160,6 +160,7 @@ enum bg_op {
 	BG_RECONNECT, BG_GETATTRIB, BG_TRANSMIT, BG_STATUS, BG_CONNECT, BG_BEGIN, BG_CONTROL,
 	BG_SETATTRIB, BG_END, BG_DISCONNECT_LEAVE, BG_DISCONNECT_RESET, BG_RECONNECT_EXCLUSIVE,
 	BG_TRANSMIT_SLOW, /* vcard's 2.55 s command */
+	BG_TRANSMIT_EMPTY,
 };
 
 struct bg {
@@ -194,6 +195,9 @@ static void *bg_run(void *arg)
 		break;
 	case BG_TRANSMIT:
 		b->rv = xmit(b->h, b->proto, select_mf, sizeof(select_mf), buf, &len);
+		break;
+	case BG_TRANSMIT_EMPTY:
+		b->rv = xmit(b->h, b->proto, select_mf, 0, buf, &len);
 		break;
 	case BG_TRANSMIT_SLOW:
 		b->rv = xmit(b->h, b->proto, sleep2550, sizeof(sleep2550), buf, &len);
@@ -369,8 +373,36 @@ static int config_rows(void)
 	/* The exchange limit (1.5 s on Calais' side). */
 	transmit_check("transmit a 0.5 s command", h, proto, sleep500, sizeof(sleep500), 300);
 	transmit_check("transmit a 2.55 s command", h, proto, sleep2550, sizeof(sleep2550), 300);
+	line("config disconnect", "rv %s", rvs(SCardDisconnect(h, SCARD_LEAVE_CARD)));
+	/* Calais dropped the card at the limit (its stream is out of step); it comes back. */
+	rs.dwCurrentState = SCARD_STATE_UNAWARE;
+	rv = SCardGetStatusChange(ctx, 0, &rs, 1);
+	for (int i = 0; i < 50 && rv == SCARD_S_SUCCESS && !(rs.dwEventState & SCARD_STATE_PRESENT);
+	     i++) {
+		usleep(100000);
+		rv = SCardGetStatusChange(ctx, 0, &rs, 1);
+	}
+	line("config card there after the limit", "rv %s state 0x%lX", rvs(rv),
+	     (unsigned long)(rs.dwEventState & STATE_BITS));
+	rv = SCardConnect(ctx, reader, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
+	                  &h, &proto);
+	line("config connect again", "rv %s protocol %lu", rvs(rv), (unsigned long)proto);
+
+	/* Last: pcscd hands an empty command to the driver, and with vpcd the call does not
+	 * come back (the program then ends without waiting for it). */
+	struct bg e = { .op = BG_TRANSMIT_EMPTY, .h = h, .proto = proto };
+	pthread_t te;
+	pthread_create(&te, NULL, bg_run, &e);
+	for (int i = 0; i < 30 && !atomic_load(&e.done); i++)
+		usleep(100000);
+	if (!atomic_load(&e.done)) {
+		line("transmit an empty command", "no answer after 3 s");
+		_exit(0);
+	}
+	pthread_join(te, NULL);
+	line("transmit an empty command", "rv %s", rvs(e.rv));
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
-	line("config release", "rv %s", rvs(SCardReleaseContext(ctx)));
+	SCardReleaseContext(ctx);
 	return 0;
 }
 
@@ -724,6 +756,23 @@ int main(int argc, char **argv)
 		waitpid(pid, &st, 0);
 		line("fork, the parent's context in the child", "%s",
 		     WIFEXITED(st) ? (WEXITSTATUS(st) == 0 ? "valid" : "invalid") : "child died");
+
+		/* A null pointer pcsc-lite's client dereferences: in a child of its own. */
+		pid = fork();
+		if (pid == 0) {
+			alarm(5);
+			SCARDCONTEXT c;
+			rv = SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &c);
+			if (rv == SCARD_S_SUCCESS)
+				rv = SCardListReaderGroups(c, NULL, NULL);
+			line("list groups without its length", "rv %s", rvs(rv));
+			_exit(0);
+		}
+		st = -1;
+		waitpid(pid, &st, 0);
+		if (!WIFEXITED(st))
+			line("list groups without its length", "the call killed the program (signal %d)",
+			     WIFSIGNALED(st) ? WTERMSIG(st) : -1);
 	}
 	line("release", "rv %s", rvs(SCardReleaseContext(ctx)));
 	line("is valid after release", "rv %s", rvs(SCardIsValidContext(ctx)));
