@@ -4,13 +4,14 @@
  * once on pcsc-lite (pcscd + vpcd) and once on Calais (the libpcsclite.so.1 build with
  * its vpcd backend), with the same virtual card, and compares the two traces line by
  * line. Each line is one observation: "<check>: <what was seen>". Only what both
- * implementations must agree on is printed (no timings, no raw event counters: their
- * steps are printed instead). It covers pcsc-lite's UnitaryTests/SCardBlockingBehaviourTest
- * table (which calls wait for another handle's transaction), what each call writes on
- * failure, and every difference from pcsc-lite that this setup can observe (the README's
- * table; differences.txt names them).
+ * implementations must agree on is printed (no timings but coarse bounds, no raw event
+ * counters: their steps are printed instead). It covers pcsc-lite's
+ * UnitaryTests/SCardBlockingBehaviourTest table (which calls wait for another handle's
+ * transaction), what each call writes on failure, and every difference from pcsc-lite
+ * that this setup can observe (the README's table; differences.txt names them).
  *
  *   conform <reader> <card pid file>
+ *   conform --rows config <reader> <card pid file>   (the rows that need Calais settings)
  *
  * The card (tests/peers/vcard --retry) leaves on SIGUSR1 and comes back 1 s later
  * (longer than pcscd's 400 ms presence poll, so both managers see the removal). */
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <reader.h>
@@ -69,6 +71,8 @@ static void hex(char *out, size_t cap, const BYTE *b, DWORD n)
 	 SCARD_STATE_INUSE | SCARD_STATE_MUTE)
 
 static DWORD counter;
+/* Whether the last wait_for's first state with PRESENT carried the card's ATR. */
+static bool present_with_atr;
 
 /* Waits (up to ms) until the reader's state has `bit`; prints the outcome and how far
  * the event counter moved. */
@@ -77,7 +81,14 @@ static void wait_for(const char *check, DWORD bit, DWORD ms)
 	SCARD_READERSTATE rs = { .szReader = reader, .dwCurrentState = SCARD_STATE_UNAWARE };
 	LONG rv = SCardGetStatusChange(ctx, 0, &rs, 1);
 	DWORD waited = 0;
-	while (rv == SCARD_S_SUCCESS && !(rs.dwEventState & bit) && waited < ms) {
+	bool seen = false;
+	for (;;) {
+		if (rv == SCARD_S_SUCCESS && !seen && (rs.dwEventState & SCARD_STATE_PRESENT)) {
+			seen = true;
+			present_with_atr = rs.cbAtr > 0;
+		}
+		if (rv != SCARD_S_SUCCESS || (rs.dwEventState & bit) || waited >= ms)
+			break;
 		rs.dwCurrentState = rs.dwEventState & ~(DWORD)SCARD_STATE_CHANGED;
 		rv = SCardGetStatusChange(ctx, 500, &rs, 1);
 		waited += 500;
@@ -101,6 +112,18 @@ static void card_leaves(void)
 	}
 	fclose(f);
 }
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static const BYTE select_mf[] = { 0x00, 0xA4, 0x04, 0x00, 0x02, 0x3F, 0x00 };
+/* vcard's 80 DD P1 sleeps P1 x 10 ms before it answers. */
+static const BYTE sleep500[] = { 0x80, 0xDD, 50, 0x00 };
+static const BYTE sleep2550[] = { 0x80, 0xDD, 255, 0x00 };
 
 static LONG xmit(SCARDHANDLE h, DWORD proto, const BYTE *apdu, DWORD n, BYTE *resp, DWORD *len)
 {
@@ -136,6 +159,8 @@ static void *cancel_later(void *arg)
 enum bg_op {
 	BG_RECONNECT, BG_GETATTRIB, BG_TRANSMIT, BG_STATUS, BG_CONNECT, BG_BEGIN, BG_CONTROL,
 	BG_SETATTRIB, BG_END, BG_DISCONNECT_LEAVE, BG_DISCONNECT_RESET, BG_RECONNECT_EXCLUSIVE,
+	BG_TRANSMIT_SLOW, /* vcard's 2.55 s command */
+	BG_TRANSMIT_EMPTY,
 };
 
 struct bg {
@@ -143,13 +168,14 @@ struct bg {
 	SCARDHANDLE h;
 	DWORD proto;
 	LONG rv;
+	DWORD len;        /* BG_TRANSMIT_SLOW: the answer's length */
+	double ended_ms;  /* when the call returned */
 	atomic_bool done;
 };
 
 static void *bg_run(void *arg)
 {
 	struct bg *b = arg;
-	static const BYTE sel[] = { 0x00, 0xA4, 0x04, 0x00, 0x02, 0x3F, 0x00 };
 	BYTE buf[300];
 	DWORD len = sizeof(buf), active;
 	SCARDHANDLE hx;
@@ -168,7 +194,14 @@ static void *bg_run(void *arg)
 		b->rv = SCardGetAttrib(b->h, SCARD_ATTR_DEVICE_FRIENDLY_NAME_A, buf, &len);
 		break;
 	case BG_TRANSMIT:
-		b->rv = xmit(b->h, b->proto, sel, sizeof(sel), buf, &len);
+		b->rv = xmit(b->h, b->proto, select_mf, sizeof(select_mf), buf, &len);
+		break;
+	case BG_TRANSMIT_EMPTY:
+		b->rv = xmit(b->h, b->proto, select_mf, 0, buf, &len);
+		break;
+	case BG_TRANSMIT_SLOW:
+		b->rv = xmit(b->h, b->proto, sleep2550, sizeof(sleep2550), buf, &len);
+		b->len = len;
 		break;
 	case BG_STATUS:
 		b->rv = SCardStatus(b->h, NULL, NULL, NULL, NULL, NULL, NULL);
@@ -200,6 +233,7 @@ static void *bg_run(void *arg)
 		b->rv = SCardDisconnect(b->h, SCARD_RESET_CARD);
 		break;
 	}
+	b->ended_ms = now_ms();
 	atomic_store(&b->done, true);
 	return NULL;
 }
@@ -279,15 +313,111 @@ static void attrib_outputs(const char *check, SCARDHANDLE h, DWORD id, bool null
 	line(check, "rv %s len %lu", rvs(rv), (unsigned long)len);
 }
 
+/* The rows that need a setting of Calais' own, run as a process of their own: the run
+ * gives only Calais CALAIS_TRANSACTION_TIMEOUT_MS=1500 and CALAIS_EXCHANGE_TIMEOUT_MS=1500
+ * (pcsc-lite has neither setting). The card is in the reader before this starts. */
+static int config_rows(void)
+{
+	line("config establish", "rv %s",
+	     rvs(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx)));
+	/* The first look at a reader whose card was there before: present, with its ATR. */
+	SCARD_READERSTATE rs = { .szReader = reader, .dwCurrentState = SCARD_STATE_UNAWARE };
+	LONG rv = SCardGetStatusChange(ctx, 0, &rs, 1);
+	line("config first status", "rv %s state 0x%lX atr %s", rvs(rv),
+	     (unsigned long)(rs.dwEventState & STATE_BITS), rs.cbAtr ? "yes" : "no");
+	wait_for("config card present", SCARD_STATE_PRESENT, 5000);
+	SCARDHANDLE h;
+	DWORD proto = 0;
+	rv = SCardConnect(ctx, reader, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
+	                  &h, &proto);
+	line("config connect", "rv %s protocol %lu", rvs(rv), (unsigned long)proto);
+
+	/* Idle-transaction timeout: the delay counts from the last card operation, so a
+	 * transaction used every 600 ms stays, one idle for 2.5 s is ended with a reset. */
+	line("config begin", "rv %s", rvs(SCardBeginTransaction(h)));
+	usleep(600000);
+	transmit_check("transaction used after 600 ms", h, proto, select_mf, sizeof(select_mf), 300);
+	usleep(600000);
+	transmit_check("transaction used after 600 ms more", h, proto, select_mf, sizeof(select_mf),
+	               300);
+	line("config end", "rv %s", rvs(SCardEndTransaction(h, SCARD_LEAVE_CARD)));
+	line("config begin again", "rv %s", rvs(SCardBeginTransaction(h)));
+	usleep(2500000);
+	transmit_check("transaction idle for 2.5 s, then transmit", h, proto, select_mf,
+	               sizeof(select_mf), 300);
+	SCardEndTransaction(h, SCARD_LEAVE_CARD);
+	DWORD active;
+	line("reconnect after the idle transaction", "rv %s",
+	     rvs(SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
+	                        SCARD_LEAVE_CARD, &active)));
+
+	/* A call in progress when its card is pulled (300 ms into a 2.55 s command): how it
+	 * ends, and whether within 1 s of the pull. */
+	{
+		struct bg sl = { .op = BG_TRANSMIT_SLOW, .h = h, .proto = proto };
+		pthread_t t;
+		pthread_create(&t, NULL, bg_run, &sl);
+		usleep(300000);
+		double pulled = now_ms();
+		card_leaves();
+		pthread_join(t, NULL);
+		line("transmit when the card is pulled mid-command", "rv %s len %lu ended within 1 s %s",
+		     rvs(sl.rv), (unsigned long)sl.len, sl.ended_ms - pulled < 1000 ? "yes" : "no");
+	}
+	wait_for("config card removed", SCARD_STATE_EMPTY, 5000);
+	wait_for("config card back", SCARD_STATE_PRESENT, 5000);
+	line("reconnect with the card back", "rv %s",
+	     rvs(SCardReconnect(h, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
+	                        SCARD_LEAVE_CARD, &active)));
+
+	/* The exchange limit (1.5 s on Calais' side). */
+	transmit_check("transmit a 0.5 s command", h, proto, sleep500, sizeof(sleep500), 300);
+	transmit_check("transmit a 2.55 s command", h, proto, sleep2550, sizeof(sleep2550), 300);
+	line("config disconnect", "rv %s", rvs(SCardDisconnect(h, SCARD_LEAVE_CARD)));
+	/* Calais dropped the card at the limit (its stream is out of step); it comes back. */
+	rs.dwCurrentState = SCARD_STATE_UNAWARE;
+	rv = SCardGetStatusChange(ctx, 0, &rs, 1);
+	for (int i = 0; i < 50 && rv == SCARD_S_SUCCESS && !(rs.dwEventState & SCARD_STATE_PRESENT);
+	     i++) {
+		usleep(100000);
+		rv = SCardGetStatusChange(ctx, 0, &rs, 1);
+	}
+	line("config card there after the limit", "rv %s state 0x%lX", rvs(rv),
+	     (unsigned long)(rs.dwEventState & STATE_BITS));
+	rv = SCardConnect(ctx, reader, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
+	                  &h, &proto);
+	line("config connect again", "rv %s protocol %lu", rvs(rv), (unsigned long)proto);
+
+	/* Last: pcscd hands an empty command to the driver, and with vpcd the call does not
+	 * come back (the program then ends without waiting for it). */
+	struct bg e = { .op = BG_TRANSMIT_EMPTY, .h = h, .proto = proto };
+	pthread_t te;
+	pthread_create(&te, NULL, bg_run, &e);
+	for (int i = 0; i < 30 && !atomic_load(&e.done); i++)
+		usleep(100000);
+	if (!atomic_load(&e.done)) {
+		line("transmit an empty command", "no answer after 3 s");
+		_exit(0);
+	}
+	pthread_join(te, NULL);
+	line("transmit an empty command", "rv %s", rvs(e.rv));
+	SCardDisconnect(h, SCARD_LEAVE_CARD);
+	SCardReleaseContext(ctx);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: conform <reader> <card pid file>\n");
+	bool config = argc == 5 && strcmp(argv[1], "--rows") == 0 && strcmp(argv[2], "config") == 0;
+	if (argc != 3 && !config) {
+		fprintf(stderr, "usage: conform [--rows config] <reader> <card pid file>\n");
 		return 2;
 	}
-	reader = argv[1];
-	card_pidfile = argv[2];
-	static const BYTE select[] = { 0x00, 0xA4, 0x04, 0x00, 0x02, 0x3F, 0x00 };
+	reader = argv[argc - 2];
+	card_pidfile = argv[argc - 1];
+	if (config)
+		return config_rows();
+	const BYTE *select = select_mf;
 	BYTE echo[5 + 16 + 1] = { 0x80, 0xEE, 0x00, 0x00, 16 };
 	for (int i = 0; i < 16; i++)
 		echo[5 + i] = (BYTE)(0xA0 + i);
@@ -431,8 +561,27 @@ int main(int argc, char **argv)
 		line("setattrib over 264 bytes", "rv %s",
 		     rvs(SCardSetAttrib(h1, SCARD_ATTR_SUPRESS_T1_IFS_REQUEST, big, sizeof(big))));
 	}
+	/* The descriptive attributes Calais' core answers for every reader (pcscd leaves them
+	 * to the driver, and vpcd answers none): each one's code and length. */
+	{
+		static const struct {
+			const char *check;
+			DWORD id;
+		} desc[] = {
+			{ "getattrib vendor name", SCARD_ATTR_VENDOR_NAME },
+			{ "getattrib vendor ifd version", SCARD_ATTR_VENDOR_IFD_VERSION },
+			{ "getattrib channel id", SCARD_ATTR_CHANNEL_ID },
+			{ "getattrib max input", SCARD_ATTR_MAXINPUT },
+			{ "getattrib device unit", SCARD_ATTR_DEVICE_UNIT },
+			{ "getattrib current protocol", SCARD_ATTR_CURRENT_PROTOCOL_TYPE },
+			{ "getattrib atr", SCARD_ATTR_ATR_STRING },
+			{ "getattrib icc presence", SCARD_ATTR_ICC_PRESENCE },
+		};
+		for (size_t i = 0; i < sizeof(desc) / sizeof(desc[0]); i++)
+			attrib_outputs(desc[i].check, h1, desc[i].id, false, MAX_BUFFER_SIZE);
+	}
 
-	transmit_check("transmit select", h1, proto1, select, sizeof(select), 300);
+	transmit_check("transmit select", h1, proto1, select, sizeof(select_mf), 300);
 	transmit_check("transmit echo", h1, proto1, echo, sizeof(echo), 300);
 	transmit_check("transmit 255 bytes", h1, proto1, source255, sizeof(source255), 300);
 	transmit_check("transmit unknown ins", h1, proto1, (const BYTE[]){ 0x80, 0x10, 0, 0 }, 4,
@@ -443,11 +592,11 @@ int main(int argc, char **argv)
 		DWORD len = 100;
 		LONG r = xmit(h1, proto1, source255, sizeof(source255), resp, &len);
 		line("transmit small buffer", "rv %s len %lu", rvs(r), (unsigned long)len);
-		transmit_check("transmit after a small buffer", h1, proto1, select, sizeof(select), 300);
-		transmit_check("transmit 1-byte buffer", h1, proto1, select, sizeof(select), 1);
+		transmit_check("transmit after a small buffer", h1, proto1, select, sizeof(select_mf), 300);
+		transmit_check("transmit 1-byte buffer", h1, proto1, select, sizeof(select_mf), 1);
 		transmit_check("transmit wrong protocol", h1,
 		               proto1 == SCARD_PROTOCOL_T1 ? SCARD_PROTOCOL_T0 : SCARD_PROTOCOL_T1,
-		               select, sizeof(select), 300);
+		               select, sizeof(select_mf), 300);
 		static BYTE toolong[MAX_BUFFER_SIZE_EXTENDED + 1];
 		len = 300;
 		r = xmit(h1, proto1, toolong, sizeof(toolong), resp, &len);
@@ -455,7 +604,7 @@ int main(int argc, char **argv)
 		SCARD_IO_REQUEST recv = { .dwProtocol = 0xA5A5A5A5u, .cbPciLength = 0xA5A5A5A5u };
 		len = sizeof(resp);
 		r = SCardTransmit(h1, proto1 == SCARD_PROTOCOL_T1 ? SCARD_PCI_T1 : SCARD_PCI_T0, select,
-		                  sizeof(select), &recv, resp, &len);
+		                  sizeof(select_mf), &recv, resp, &len);
 		line("transmit receive pci", "rv %s protocol 0x%lX length 0x%lX", rvs(r),
 		     (unsigned long)recv.dwProtocol, (unsigned long)recv.cbPciLength);
 	}
@@ -470,7 +619,7 @@ int main(int argc, char **argv)
 	line("end without transaction, reset", "rv %s",
 	     rvs(SCardEndTransaction(h1, SCARD_RESET_CARD)));
 	transmit_check("other handle after an end without transaction, reset", h2, proto2, select,
-	               sizeof(select), 300);
+	               sizeof(select_mf), 300);
 	{
 		DWORD a1, a2;
 		LONG r1 = SCardReconnect(h1, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
@@ -512,25 +661,27 @@ int main(int argc, char **argv)
 	line("reconnect reset", "rv %s",
 	     rvs(SCardReconnect(h1, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
 	                        SCARD_RESET_CARD, &active)));
-	transmit_check("other handle after reset", h2, proto2, select, sizeof(select), 300);
-	transmit_check("other handle after reset, again", h2, proto2, select, sizeof(select), 300);
+	transmit_check("other handle after reset", h2, proto2, select, sizeof(select_mf), 300);
+	transmit_check("other handle after reset, again", h2, proto2, select, sizeof(select_mf), 300);
 	line("other handle reconnect", "rv %s",
 	     rvs(SCardReconnect(h2, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
 	                        SCARD_LEAVE_CARD, &active)));
-	transmit_check("other handle after reconnect", h2, proto2, select, sizeof(select), 300);
-	transmit_check("resetting handle", h1, proto1, select, sizeof(select), 300);
+	transmit_check("other handle after reconnect", h2, proto2, select, sizeof(select_mf), 300);
+	transmit_check("resetting handle", h1, proto1, select, sizeof(select_mf), 300);
 
 	/* Removal propagation. */
 	card_leaves();
 	wait_for("card removed", SCARD_STATE_EMPTY, 5000);
-	transmit_check("transmit after removal", h1, proto1, select, sizeof(select), 300);
+	transmit_check("transmit after removal", h1, proto1, select, sizeof(select_mf), 300);
 	status_outputs("status after removal", h1, 256, 40);
+	present_with_atr = false;
 	wait_for("card back", SCARD_STATE_PRESENT, 5000);
-	transmit_check("old handle with the card back", h1, proto1, select, sizeof(select), 300);
+	line("insertion reported with its atr", "%s", present_with_atr ? "yes" : "no");
+	transmit_check("old handle with the card back", h1, proto1, select, sizeof(select_mf), 300);
 	line("old handle reconnect", "rv %s",
 	     rvs(SCardReconnect(h1, SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
 	                        SCARD_LEAVE_CARD, &active)));
-	transmit_check("after reconnect", h1, proto1, select, sizeof(select), 300);
+	transmit_check("after reconnect", h1, proto1, select, sizeof(select_mf), 300);
 
 	/* Cancel. */
 	pthread_t t;
@@ -546,7 +697,7 @@ int main(int argc, char **argv)
 	line("disconnect bad disposition", "rv %s", rvs(SCardDisconnect(h1, 42)));
 	line("disconnect", "rv %s", rvs(SCardDisconnect(h1, SCARD_LEAVE_CARD)));
 	line("disconnect again", "rv %s", rvs(SCardDisconnect(h1, SCARD_LEAVE_CARD)));
-	transmit_check("transmit on a closed handle", h1, proto1, select, sizeof(select), 300);
+	transmit_check("transmit on a closed handle", h1, proto1, select, sizeof(select_mf), 300);
 	status_outputs("status on a closed handle", h1, 256, 40);
 	attrib_outputs("getattrib on a closed handle", h1, SCARD_ATTR_MAX_IFSD, false, 32);
 	{
@@ -605,6 +756,23 @@ int main(int argc, char **argv)
 		waitpid(pid, &st, 0);
 		line("fork, the parent's context in the child", "%s",
 		     WIFEXITED(st) ? (WEXITSTATUS(st) == 0 ? "valid" : "invalid") : "child died");
+
+		/* A null pointer pcsc-lite's client dereferences: in a child of its own. */
+		pid = fork();
+		if (pid == 0) {
+			alarm(5);
+			SCARDCONTEXT c;
+			rv = SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &c);
+			if (rv == SCARD_S_SUCCESS)
+				rv = SCardListReaderGroups(c, NULL, NULL);
+			line("list groups without its length", "rv %s", rvs(rv));
+			_exit(0);
+		}
+		st = -1;
+		waitpid(pid, &st, 0);
+		if (!WIFEXITED(st))
+			line("list groups without its length", "the call killed the program (signal %d)",
+			     WIFSIGNALED(st) ? WTERMSIG(st) : -1);
 	}
 	line("release", "rv %s", rvs(SCardReleaseContext(ctx)));
 	line("is valid after release", "rv %s", rvs(SCardIsValidContext(ctx)));
