@@ -67,7 +67,8 @@ Test(hygiene, a_device_string_cannot_forge_a_log_line)
 	cr_assert_str_eq(got[0], "reader \"Evil?[core] forged: card removed?]0;title?\" says hello");
 }
 
-/* Runs env-probe (at `path`) with CALAIS_LOG set; returns what it printed. */
+/* Runs env-probe (at `path`) with CALAIS_LOG set; returns what it printed. (valgrind does
+ * not trace it, so the setuid copy runs as such: tests/meson.build.) */
 static void run_probe(const char *path, char *out, size_t cap)
 {
 	int fds[2];
