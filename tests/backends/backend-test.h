@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* What the backend suites share: a PC/SC code assertion that prints both codes, the check
- * of a counting answer, and a monotonic clock in milliseconds. Include after Criterion. */
+/* What the backend suites share: a PC/SC code assertion that prints both codes, the
+ * manager's start with the suites' logging switch, the check of a counting answer, and a
+ * monotonic clock in milliseconds. Include after Criterion. */
 #ifndef CALAIS_BACKEND_TEST_H
 #define CALAIS_BACKEND_TEST_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
+
+#include <winscard.h>
+#include <calais/calais.h>
 
 #define assert_rv(expr, want)                                                            \
 	do {                                                                             \
@@ -14,6 +19,18 @@
 		cr_assert_eq(got_, want_, "%s: got 0x%lX, want 0x%lX", #expr,            \
 		             (unsigned long)got_, (unsigned long)want_);                 \
 	} while (0)
+
+/* Starts the manager with cfg, at debug level when CALAIS_TEST_LOG is set (unless the
+ * suite chose a level itself), and establishes *ctx. */
+static inline void bt_start(struct calais_config *cfg, SCARDCONTEXT *ctx)
+{
+	if (getenv("CALAIS_TEST_LOG") && !cfg->log_level_set) {
+		cfg->log_level = CALAIS_LOG_DEBUG;
+		cfg->log_level_set = true;
+	}
+	assert_rv(calais_start(cfg), SCARD_S_SUCCESS);
+	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, ctx), SCARD_S_SUCCESS);
+}
 
 /* The test cards' counting answers (vcard's "source", READ BINARY at offset 0): n bytes,
  * byte i = i, then 90 00. */

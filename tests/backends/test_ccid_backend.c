@@ -49,12 +49,7 @@ static void start_with(uint32_t poll_ms)
 	calais_config_init(&cfg);
 	cfg.backends = "ccid";
 	cfg.poll_interval_ms = poll_ms;
-	if (getenv("CALAIS_TEST_LOG")) {
-		cfg.log_level = CALAIS_LOG_DEBUG;
-		cfg.log_level_set = true;
-	}
-	assert_rv(calais_start(&cfg), SCARD_S_SUCCESS);
-	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
+	bt_start(&cfg, &ctx);
 }
 
 static void start(void)

@@ -39,12 +39,7 @@ static void start_with(const char *kinds, uint32_t exchange_ms)
 	cfg.poll_interval_ms = 50;
 	cfg.hid_devices = kinds;
 	cfg.exchange_timeout_ms = exchange_ms;
-	if (getenv("CALAIS_TEST_LOG")) {
-		cfg.log_level = CALAIS_LOG_DEBUG;
-		cfg.log_level_set = true;
-	}
-	assert_rv(calais_start(&cfg), SCARD_S_SUCCESS);
-	assert_rv(SCardEstablishContext(SCARD_SCOPE_SYSTEM, NULL, NULL, &ctx), SCARD_S_SUCCESS);
+	bt_start(&cfg, &ctx);
 }
 
 static void start(void)
