@@ -256,9 +256,13 @@ static void *runner_main(void *arg)
 	return NULL;
 }
 
-/* Starts one more runner. mgr.lock held. */
+/* Starts one more runner. mgr.lock held. None starts once the manager is stopping:
+ * calais__jobs_stop() has then seen the last runner leave, or will, and joins those only
+ * (the scheduler, dropping mgr.lock in a pass, may dispatch after that). */
 static void spawn_runner(void)
 {
+	if (M->stopping)
+		return;
 	struct calais__runner *run = calloc(1, sizeof(*run));
 	if (run && calais__thread_create(&run->thread, runner_main, run) == 0) {
 		run->next = M->runners;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
 
 #define N_READERS 3
 
@@ -22,6 +23,7 @@ struct blk {
 	bool block_power;    /* power_on waits for a cancel (a mute card) */
 	bool block_tx;       /* transmit waits for a cancel (a card silent mid-exchange) */
 	bool remove_in_tx;   /* transmit reports the reader gone, then fails */
+	int cancel_linger_ms; /* cancel() returns this long after it ended the call */
 	atomic_int cancels, holds, unholds, in_call;
 };
 
@@ -131,6 +133,8 @@ static void bk_cancel(calais_reader *r)
 	p->cancel = true;
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
+	if (p->cancel_linger_ms)
+		t_sleep_ms((unsigned)p->cancel_linger_ms);
 }
 
 static LONG bk_hold(calais_reader *r, bool held)
@@ -142,6 +146,19 @@ static LONG bk_hold(calais_reader *r, bool held)
 	else
 		p->unholds++;
 	return SCARD_S_SUCCESS;
+}
+
+/* The threads of this process, from /proc/self/task; -1 where there is none. */
+static int count_threads(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return -1;
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
 }
 
 static const struct calais_backend blocking_backend = {
@@ -397,4 +414,33 @@ Test(isolation, a_hold_ends_with_its_transaction)
 	for (int i = 0; i < 100 && !privs[0]->unholds; i++)
 		t_sleep_ms(5);
 	cr_assert_eq(privs[0]->unholds, 1, "the backend's hold outlived the transaction");
+}
+
+Test(isolation, no_runner_starts_after_the_shutdown_saw_the_last_one_leave)
+{
+	/* The scheduler is in a backend's cancel() (it ended the call at once, and returns
+	 * late) while calais_shutdown() finds no call and no runner left; a job is due on
+	 * another reader. Back, the scheduler must not start a runner for it: that thread
+	 * would outlive the manager, never joined (ThreadSanitizer's "thread leak", its
+	 * block lost for ASan and valgrind). */
+	calais_shutdown();
+	int before = count_threads();
+	/* A late runner leaves at once (nothing runs once stopping): it is seen alive after
+	 * the shutdown, or left unjoined (ThreadSanitizer), in one round of several. */
+	for (int round = 0; round < 20; round++) {
+		start_with(0);
+		struct xmit x = { .h = connect_card(0) };
+		privs[0]->block_tx = true;
+		privs[0]->cancel_linger_ms = 50;
+		t_thread *t = t_spawn(do_xmit, &x);
+		wait_in_call(privs[0]);
+		pull_card0(); /* the scheduler sends the cancel */
+		assert_rv(t_join(t), SCARD_W_REMOVED_CARD);
+		calais_reader_card_event(readers[1], true); /* a power-up due */
+		calais_shutdown();
+		int after = count_threads();
+		if (before >= 0)
+			cr_assert_leq(after, before, "round %d: %d threads before the start, %d after "
+			              "the shutdown", round, before, after);
+	}
 }
