@@ -325,6 +325,14 @@ void hidsim_fault(hidsim_dev *d, enum hidsim_fault f, unsigned arg)
 	pthread_mutex_unlock(&lock);
 }
 
+void hidsim_u2f(hidsim_dev *d, vauth_u2f_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&lock);
+	d->va.u2f = fn;
+	d->va.u2f_ctx = ctx;
+	pthread_mutex_unlock(&lock);
+}
+
 void hidsim_cbor_keepalives(hidsim_dev *d, unsigned n)
 {
 	pthread_mutex_lock(&lock);

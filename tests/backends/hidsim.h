@@ -68,6 +68,8 @@ hidsim_dev *hidsim_add(const struct hidsim_cfg *cfg);
 void hidsim_unplug(hidsim_dev *d);
 void hidsim_allow_open(hidsim_dev *d);
 void hidsim_fault(hidsim_dev *d, enum hidsim_fault f, unsigned arg);
+/* U2F requests answered by fn (vauth.h's vauth_u2f_fn) instead of the model below. */
+void hidsim_u2f(hidsim_dev *d, vauth_u2f_fn fn, void *ctx);
 /* CBOR commands: keepalives (status 2, every 30 ms) before the answer. */
 void hidsim_cbor_keepalives(hidsim_dev *d, unsigned n);
 void hidsim_stats(hidsim_dev *d, struct hidsim_stats *out);

@@ -45,6 +45,10 @@ int main(int argc, char **argv)
 	                        .serial = "42", .manufacturer = "Yubico", .product = "YubiKey",
 	                        .caps = argc > 1 ? (uint8_t)strtoul(argv[1], NULL, 16) : 0x05 };
 	hidsim_dev *d = hidsim_add(&k);
+	static struct vauth real; /* real U2F keys and signatures (vauth-u2f.c) */
+	vauth_init(&real, 0);
+	vauth_use_u2f(&real);
+	hidsim_u2f(d, real.u2f, real.u2f_ctx);
 	hidsim_cbor_keepalives(d, argc > 2 ? (unsigned)strtoul(argv[2], NULL, 10) : 0);
 	struct calais_config cfg;
 	calais_config_init(&cfg);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The virtual authenticator (vauth.c) on a pipe: 64-byte output reports on stdin, input
  * reports on stdout, each when due, until stdin closes. For check-fido2.py, which drives
- * it with python-fido2's CTAPHID client. Usage:
+ * it with python-fido2's CTAPHID client; U2F with real keys (vauth-u2f.c). Usage:
  *   vauth-pipe [caps-hex] [keepalives] [fault[=arg]]
  * fault: none, keepalive-forever, error=HH, busy=N, silent. */
 #include <errno.h>
@@ -39,6 +39,7 @@ int main(int argc, char **argv)
 {
 	static struct vauth v;
 	vauth_init(&v, argc > 1 ? (uint8_t)strtoul(argv[1], NULL, 16) : 0x05);
+	vauth_use_u2f(&v);
 	v.keepalives = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 10) : 0;
 	if (argc > 3) {
 		const char *f = argv[3], *eq = strchr(f, '=');

@@ -97,6 +97,8 @@ static void u2f(struct vauth *v, uint32_t cid, const uint8_t *m, size_t n, uint6
 		out[0] = 0x67;
 		out[1] = 0x00;
 		len = 2;
+	} else if (v->u2f) {
+		len = v->u2f(v->u2f_ctx, m, m + 7, lc, out);
 	} else if (m[1] == 0x03) {
 		memcpy(out, "U2F_V2\x90\x00", 8);
 		len = 8;

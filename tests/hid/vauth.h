@@ -50,6 +50,12 @@ struct vauth_pkt {
 	uint64_t due;
 };
 
+/* A U2F model of the caller's: the answer (status word included) to a request with
+ * header hdr (CLA INS P1 P2) and lc data bytes, written to out (room for 8192); returns
+ * its length. */
+typedef size_t (*vauth_u2f_fn)(void *ctx, const uint8_t hdr[4], const uint8_t *data, size_t lc,
+                               uint8_t *out);
+
 struct vauth {
 	uint8_t caps;          /* CTAPHID capabilities: 0x01 WINK, 0x04 CBOR, 0x08 NMSG */
 	enum vauth_fault fault;
@@ -57,6 +63,9 @@ struct vauth {
 	unsigned keepalives;   /* before each CBOR answer, 30 ms apart (status 2) */
 	bool unplugged;        /* VA_UNPLUG_MID happened */
 	struct vauth_stats st;
+	vauth_u2f_fn u2f;      /* NULL: the built-in model (REGISTER answers 1000 pattern
+	                        * bytes, AUTHENTICATE echoes its data) */
+	void *u2f_ctx;
 	/* Internal state. */
 	uint32_t next_cid;
 	uint32_t rx_cid;
@@ -86,5 +95,8 @@ void vauth_push(struct vauth *v, const uint8_t *report, uint64_t due_ms);
 /* The next input report if one is due at now_ms (true); otherwise *wake_ms is when the
  * next one will be (UINT64_MAX: none pending). */
 bool vauth_next(struct vauth *v, uint8_t *report, uint64_t now_ms, uint64_t *wake_ms);
+/* Real U2F from now on (vauth-u2f.c, libcrypto): P-256 credentials, a self-signed
+ * attestation certificate, real signatures, a counter per credential. */
+void vauth_use_u2f(struct vauth *v);
 
 #endif
