@@ -27,6 +27,8 @@
 #include <winscard.h>
 #include <reader.h>
 
+#include "guest-tap.h"
+
 #define WAIT_MS 10000
 #define PNP_NAME "\\\\?PnP?\\Notification"
 
@@ -39,57 +41,7 @@ static const BYTE TEST_AID[] = { 0xF0, 0x01, 0x02, 0x03, 0x04, 0x05 };
 static const BYTE SELECT_CAC[] = { 0x00, 0xA4, 0x04, 0x00, 0x07, 0xA0, 0x00,
 	                           0x00, 0x00, 0x79, 0x01, 0x00 };
 
-#if defined(__GNUC__) || defined(__clang__)
-#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
-#else
-#define PRINTF_LIKE(f, a)
-#endif
-
-static int n_tests, n_failed;
 static BYTE resp[MAX_BUFFER_SIZE_EXTENDED];
-
-static void check(bool ok, LONG rv, const char *fmt, ...) PRINTF_LIKE(3, 4);
-static void check(bool ok, LONG rv, const char *fmt, ...)
-{
-	va_list ap;
-	n_tests++;
-	if (!ok)
-		n_failed++;
-	printf("%sok %d - ", ok ? "" : "not ", n_tests);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	if (!ok)
-		printf(" (rv=0x%08lX %s)", (unsigned long)rv, pcsc_stringify_error(rv));
-	printf("\n");
-	fflush(stdout);
-}
-
-static void diag_hex(const char *what, const BYTE *b, DWORD n)
-{
-	printf("# %s (%lu):", what, (unsigned long)n);
-	for (DWORD i = 0; i < n && i < 24; i++)
-		printf(" %02X", b[i]);
-	if (n > 24) {
-		printf(" ..");
-		for (DWORD i = n - 4; i < n; i++)
-			printf(" %02X", b[i]);
-	}
-	printf("\n");
-}
-
-static long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
-	nanosleep(&ts, NULL);
-}
 
 static const char *proto_name(DWORD p)
 {
