@@ -1,7 +1,7 @@
 #!/bin/busybox sh
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # /init of the test guest (tests/qemu/run builds the initramfs): busybox, the USB host
-# controller modules, systemd-udevd, and one test program. It mounts what a libusb
+# controller and HID modules, systemd-udevd, and one test program. It mounts what a libusb
 # program needs (sysfs, devtmpfs for /dev/bus/usb, /run/udev), waits for the CCID
 # interfaces, runs the program once and prints its exit status on the last line:
 #   GUEST-EXIT <status> <token>
