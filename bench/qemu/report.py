@@ -11,22 +11,16 @@ have all their rounds, 1 otherwise (the section then says why the target is not 
 Only the standard library is used.
 """
 import argparse
+import os
 import re
 import statistics
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchstats import fields, ms, write_section  # noqa: E402
+
 SIDES = [("calais", "Calais (CCID backend, in process)"),
          ("pcscd", "pcscd + libccid (libpcsclite client)")]
-KV = re.compile(r"(\w+)=(\S+)")
-
-
-def fields(line, tag):
-    i = line.find(tag + " ")
-    return dict(KV.findall(line[i + len(tag):])) if i >= 0 else None
-
-
-def ms(us):
-    return "%.2f ms" % (float(us) / 1000.0)
 
 
 def main():
@@ -129,10 +123,7 @@ def main():
     out.append("| %s | %s | %s |" % (target, measured, result))
     out.append("")
 
-    text = "\n".join(out)
-    with open(a.out, "w") as f:
-        f.write(text)
-    sys.stdout.write(text)
+    write_section(a.out, out)
     return 0 if complete else 1
 
 
