@@ -610,8 +610,7 @@ static void test_cbor(SCARDHANDLE h)
 	}
 	check_info(rv, "NFCCTAP_GETRESPONSE after the 91 00s");
 	printf("# %u NFCCTAP_GETRESPONSE(s) answered 91 00 or the answer\n", polls);
-	check(polls >= 1 && polls <= 5, 0, "one GETRESPONSE per keepalive at most, and the answer (%u)",
-	      polls);
+	check(polls >= 1 && polls <= 4, 0, "at most one GETRESPONSE per keepalive (%u for 4)", polls);
 	auth_cmd("keepalives 0", reply, sizeof(reply));
 
 	/* Cancel: a CBOR command whose keepalives never end, left with 91 00; the next
@@ -689,6 +688,7 @@ int main(int argc, char **argv)
 		setenv("CALAIS_LOG", "debug", 1);
 	setenv("CALAIS_BACKENDS", "hid", 0);
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGPIPE, SIG_IGN); /* an authenticator that died is a failed check, not our end */
 	char reply[160];
 	if (!auth_start(vauth) || !auth_line(reply, sizeof(reply)) || strcmp(reply, "ready") != 0) {
 		printf("not ok 1 - %s: the virtual authenticator did not start\n1..1\n", vauth);
