@@ -60,6 +60,7 @@ static int ufd = -1;
 static unsigned keepalives;
 static enum vauth_fault fault = VA_NONE;
 
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void note(const char *fmt, ...)
 {
 	va_list ap;
@@ -70,6 +71,7 @@ static void note(const char *fmt, ...)
 	va_end(ap);
 }
 
+static void reply(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void reply(const char *fmt, ...)
 {
 	va_list ap;
