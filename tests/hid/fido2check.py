@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """What the python-fido2 checks share: the skip (exit 77) when python-fido2 is missing, one
-line per check, and the exit status."""
+line per check ("ok  "/"FAIL" for meson's exitcode tests, or TAP after tap(): "ok N - ..."
+for scripts/test's counting), and the exit status."""
 import sys
 
 try:
@@ -10,16 +11,33 @@ except ImportError as e:
     sys.exit(77)
 
 failures = []
+tap_count = None  # checks so far in TAP mode; None: "ok  "/"FAIL" lines
+
+
+def tap():
+    """TAP lines from now on ("ok N - name", "not ok N - name", "1..N" at the end)."""
+    global tap_count
+    tap_count = 0
 
 
 def check(name, cond, detail=""):
-    print("%s %s%s" % ("ok  " if cond else "FAIL", name, (": " + detail) if detail else ""))
+    global tap_count
+    if tap_count is None:
+        print("%s %s%s" % ("ok  " if cond else "FAIL", name, (": " + detail) if detail else ""))
+    else:
+        tap_count += 1
+        print("%s %d - %s%s" % ("ok" if cond else "not ok", tap_count, name,
+                                (" # " + detail) if detail else ""), flush=True)
     if not cond:
         failures.append(name)
 
 
 def finish():
-    print("%d failure(s)" % len(failures))
+    if tap_count is None:
+        print("%d failure(s)" % len(failures))
+    else:
+        print("1..%d" % tap_count)
+        print("# %d failure(s)" % len(failures))
     sys.exit(1 if failures else 0)
 
 
