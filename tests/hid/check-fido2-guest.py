@@ -25,6 +25,17 @@ def mapped(part):
                        if len(line.split(None, 5)) == 6 and part in line})
 
 
+def is_calais(path):
+    """Whether the PC/SC library at path is Calais: its pcsc_stringify_error() of the code
+    CALAIS__SELF_MARK (lib/calais-internal.h) starts with "Calais"; pcsc-lite's reads
+    "Unknown error"."""
+    import ctypes
+    f = ctypes.CDLL(path).pcsc_stringify_error
+    f.restype = ctypes.c_char_p
+    f.argtypes = [ctypes.c_long]
+    return f(0x43414C53).startswith(b"Calais")
+
+
 def step(name, fn):
     """fn(), or a failed check named name with the exception."""
     try:
@@ -40,12 +51,17 @@ def pcsc():
     from fido2.ctap2 import Ctap2
     from fido2.pcsc import CtapPcscDevice
 
-    names = [str(r) for r in readers()]
+    try:  # which library pyscard loaded is checked even when it cannot list readers
+        names, err = [str(r) for r in readers()], ""
+    except Exception as e:  # noqa: BLE001
+        names, err = [], "%s: %s" % (type(e).__name__, e)
     libs = mapped("libpcsclite")
-    check("pyscard mapped Calais' libpcsclite.so.1 (%s)" % (", ".join(libs) or "none"),
+    check("pyscard mapped one libpcsclite.so.1, from %s (%s)" % (LIBDIR, ", ".join(libs) or "none"),
           LIBDIR is not None and len(libs) == 1 and os.path.dirname(libs[0]) == LIBDIR)
+    check("it is Calais: pcsc_stringify_error(self mark) says so", len(libs) == 1 and
+          is_calais(libs[0]))
     fido = [n for n in names if "[FIDO]" in n]
-    check("pyscard lists one [FIDO] reader", len(fido) == 1, repr(names))
+    check("pyscard lists one [FIDO] reader", len(fido) == 1, err or repr(names))
     if not fido:
         return
     devs = list(CtapPcscDevice.list_devices(fido[0]))
