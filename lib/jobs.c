@@ -179,6 +179,8 @@ static void run_job(struct calais_reader *r, enum job job)
 		calais__mutex_unlock(&M->lock);
 		if (rv == SCARD_S_SUCCESS && !stale)
 			calais_reader_card_event(r, present);
+		else if (rv == SCARD_S_SUCCESS)
+			calais__dbg("\"%s\": slot status set aside: an event came meanwhile", r->name);
 		else if (rv == SCARD_E_READER_UNAVAILABLE)
 			calais__reader_lost(r);
 		else

@@ -362,6 +362,13 @@ void calais_reader_card_event(calais_reader *r, bool present)
 		calais__mutex_unlock(&M->lock);
 		return;
 	}
+	if (r->probe_pending) {
+		/* The backend has told: a presence probe still to come would only ask the device
+		 * again (and could meet a command meant for something else). One in progress
+		 * finds its answer older than this event and sets it aside. */
+		r->probe_pending = false;
+		calais__cond_broadcast(&M->state_cond); /* start-up waits for the probes */
+	}
 	if (present && r->card == CALAIS__CARD_ABSENT) {
 		r->card_gen++;
 		r->card = CALAIS__CARD_INSERTED;

@@ -705,6 +705,27 @@ static void fault_case(enum ccidsim_fault f, LONG want, bool aborts)
 	SCardDisconnect(h, SCARD_LEAVE_CARD);
 }
 
+/* A card the interrupt pipe reports (readers queue a NotifySlotChange for a card present
+ * at enumeration) needs no presence probe: none may come after the card is shown, where
+ * it would take a fault (or a slot) armed for the application's next command. */
+Test(ccid, no_presence_probe_after_the_interrupt_pipe_told)
+{
+	for (int round = 0; round < 5; round++) {
+		struct ccidsim_cfg cfg = { .intr = true, .features = LVL_SHORT | AUTO };
+		struct ccidsim_card c = card_t0();
+		ccidsim_dev *d;
+		SCARDHANDLE h = reader_with_card(&cfg, &c, &d, NULL);
+		unsigned probes = ccidsim_stats(d).commands[0x65];
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		cr_assert_eq(ccidsim_stats(d).commands[0x65], probes,
+		             "round %d: GetSlotStatus sent after the card was shown", round);
+		SCardDisconnect(h, SCARD_LEAVE_CARD);
+		ccidsim_unplug(d);
+		cr_assert_eq(bt_wait_readers(ctx, 0, NULL), 0);
+	}
+}
+
 Test(ccid, fault_stale_seq_is_skipped)
 {
 	fault_case(CS_STALE_SEQ, SCARD_S_SUCCESS, false);
